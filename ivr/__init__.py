@@ -1,0 +1,76 @@
+"""Hotline IVR: Twilio webhooks, the call tree, tickets and operators."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, jsonify
+
+from ivr import db as database
+from ivr.config import Settings, default_prompts_dir, load_settings
+from ivr.hours import Clock
+from ivr.logs import configure_logging
+from ivr.prompts import load_prompts
+
+log = logging.getLogger("ivr.app")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, database, prompts, clock, blueprints."""
+    configure_logging()
+    settings: Settings = load_settings().with_overrides(dict(config or {}))
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.config["SECRET_KEY"] = settings.secret_key or None
+    app.extensions["ivr.settings"] = settings
+    app.extensions["ivr.clock"] = Clock(fixed=settings.now)
+    prompts_dir = Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
+    app.extensions["ivr.prompts"] = load_prompts(prompts_dir)
+
+    with database.connect(settings.db_path, settings.busy_timeout_ms) as db:
+        database.migrate(db)
+        if not database.list_operators(db, active_only=True):
+            log.warning(
+                "the operator roster is empty: callers get tickets but no operator name; "
+                "add operators with `ivr operators add`"
+            )
+    if not settings.auth_token:
+        log.error(
+            "IVR_TWILIO_AUTH_TOKEN is not set: every webhook will be refused with 403 "
+            "(unsigned requests are never accepted)"
+        )
+
+    @app.teardown_appcontext
+    def close_db(_error: BaseException | None) -> None:
+        db = g.pop("db", None)
+        if db is not None:
+            db.close()
+
+    @app.get("/healthz")
+    def healthz():
+        try:
+            version = database.schema_version(get_db())
+            healthy = True
+        except Exception:  # noqa: BLE001 - health reports the failure instead of raising
+            log.exception("health check: database unreachable")
+            version, healthy = None, False
+        body = {"status": "ok" if healthy else "error", "database": {"schema_version": version}}
+        return jsonify(body), 200 if healthy else 503
+
+    from ivr.web.voice import bp as voice_blueprint
+
+    app.register_blueprint(voice_blueprint)
+    return app
+
+
+def get_db():
+    """This request's database connection (opened on first use)."""
+    from flask import current_app
+
+    if "db" not in g:
+        settings: Settings = current_app.extensions["ivr.settings"]
+        g.db = database.connect(settings.db_path, settings.busy_timeout_ms)
+    return g.db

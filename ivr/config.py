@@ -1,0 +1,149 @@
+"""Settings from the environment (IVR_*), with defaults in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, time
+from pathlib import Path
+
+from ivr.hours import OpeningHours, parse_instant
+
+CATEGORIES = ("delivery", "returns", "payment", "quality", "other")
+
+# Hours the caller is told a request of each category usually takes to resolve.
+DEFAULT_RESOLUTION_HOURS = {
+    "delivery": 24,
+    "returns": 72,
+    "payment": 120,
+    "quality": 72,
+    "other": 48,
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    db_path: str = "instance/ivr.sqlite3"
+    account_sid: str = ""
+    auth_token: str = ""
+    public_url: str = ""
+    domestic_number: str = "+78002345555"
+    international_number: str = "+74952321000"
+    now: datetime | None = None
+    opens: time = time(8, 0)
+    closes: time = time(20, 0)
+    holidays: frozenset[date] = frozenset()
+    resolution_hours: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_RESOLUTION_HOURS)
+    )
+    busy_timeout_ms: int = 5000
+    dial_timeout_seconds: int = 25
+    prompts_dir: str = ""
+    max_request_bytes: int = 64 * 1024
+    secret_key: str = ""
+
+    @property
+    def opening_hours(self) -> OpeningHours:
+        """The opening hours as the hours module wants them."""
+        return OpeningHours(opens=self.opens, closes=self.closes, holidays=self.holidays)
+
+    def with_overrides(self, overrides: Mapping[str, object]) -> Settings:
+        """Return a copy with the given fields replaced (unknown names are an error)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return replace(self, **overrides)
+
+
+def _parse_clock_time(name: str, text: str) -> time:
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a time like 08:00, got {text!r}") from None
+
+
+def _parse_holidays(text: str) -> frozenset[date]:
+    days = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            days.add(date.fromisoformat(part))
+        except ValueError:
+            raise ConfigError(
+                f"IVR_HOLIDAYS must list dates like 2027-01-01, got {part!r}"
+            ) from None
+    return frozenset(days)
+
+
+def _parse_resolution_hours(text: str) -> dict[str, int]:
+    hours = dict(DEFAULT_RESOLUTION_HOURS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        category, _, value = part.partition("=")
+        category = category.strip()
+        if category not in CATEGORIES or not value.strip().isdigit():
+            raise ConfigError(
+                f"IVR_RESOLUTION_HOURS wants category=hours with categories "
+                f"{', '.join(CATEGORIES)}; got {part!r}"
+            )
+        hours[category] = int(value)
+    return hours
+
+
+def _parse_int(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {text!r}") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read IVR_* settings from the environment."""
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    values: dict[str, object] = {}
+    plain = {
+        "IVR_DB": "db_path",
+        "IVR_TWILIO_ACCOUNT_SID": "account_sid",
+        "IVR_TWILIO_AUTH_TOKEN": "auth_token",
+        "IVR_PUBLIC_URL": "public_url",
+        "IVR_DOMESTIC_NUMBER": "domestic_number",
+        "IVR_INTERNATIONAL_NUMBER": "international_number",
+        "IVR_PROMPTS_DIR": "prompts_dir",
+        "IVR_SECRET_KEY": "secret_key",
+    }
+    for variable, name in plain.items():
+        if env.get(variable):
+            values[name] = env[variable].strip()
+    if env.get("IVR_NOW"):
+        try:
+            values["now"] = parse_instant(env["IVR_NOW"])
+        except ValueError as error:
+            raise ConfigError(f"IVR_NOW: {error}") from None
+    if env.get("IVR_OPENS"):
+        values["opens"] = _parse_clock_time("IVR_OPENS", env["IVR_OPENS"])
+    if env.get("IVR_CLOSES"):
+        values["closes"] = _parse_clock_time("IVR_CLOSES", env["IVR_CLOSES"])
+    if env.get("IVR_HOLIDAYS"):
+        values["holidays"] = _parse_holidays(env["IVR_HOLIDAYS"])
+    if env.get("IVR_RESOLUTION_HOURS"):
+        values["resolution_hours"] = _parse_resolution_hours(env["IVR_RESOLUTION_HOURS"])
+    for variable, name in {
+        "IVR_BUSY_TIMEOUT_MS": "busy_timeout_ms",
+        "IVR_DIAL_TIMEOUT": "dial_timeout_seconds",
+        "IVR_MAX_REQUEST_BYTES": "max_request_bytes",
+    }.items():
+        if env.get(variable):
+            values[name] = _parse_int(variable, env[variable])
+    return settings.with_overrides(values)
+
+
+def default_prompts_dir() -> Path:
+    """Where the shipped prompts live (the repository's prompts/ folder)."""
+    return Path(__file__).resolve().parent.parent / "prompts"

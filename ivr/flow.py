@@ -1,0 +1,575 @@
+"""The call flow as a pure state machine: (call state, event) -> (next state, reply).
+
+No Flask, Twilio, SQL or speech here. The web layer turns each webhook into an event,
+calls `advance`, performs any effect the flow asks for (create a ticket, look one up),
+feeds the effect's result back in as another event, and renders the final `Step`.
+
+Retry rule everywhere: a caller gets `MAX_TRIES` tries at a menu; after that the flow
+never drops them, it routes them on (to an operator with a ticket, or, after hours, to a
+callback ticket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ivr.tickets import is_valid_ticket_number
+
+MAX_TRIES = 3
+ORDER_NUMBER_LENGTH = 10
+MAX_REPEATS = 3
+
+CATEGORY_KEYS = {
+    "1": "delivery",
+    "2": "returns",
+    "3": "payment",
+    "4": "quality",
+    "5": "other",
+}
+
+# Steps at which the caller is expected to press keys (each is a <Gather>).
+INPUT_STEPS = (
+    "language",
+    "main_menu",
+    "closed_menu",
+    "order_number",
+    "confirm_order",
+    "category",
+    "ticket_info",
+    "status_ticket",
+    "status_verify",
+    "status_report",
+)
+# Steps after which the flow waits for Twilio to report how a <Dial>/<Enqueue> ended.
+CONNECT_STEPS = ("connect", "queue")
+FINAL_STEP = "ended"
+
+
+@dataclass(frozen=True)
+class CallState:
+    """Everything the flow remembers about one call between webhooks."""
+
+    line: str = "domestic"
+    language: str = "ru"
+    is_open: bool = True
+    step: str = "start"
+    failures: int = 0
+    order_failures: int = 0
+    order_number: str | None = None
+    candidate_order: str | None = None
+    category: str | None = None
+    ticket_number: str | None = None
+    operator_name: str | None = None
+    operator_endpoint: str | None = None
+    operator_busy: bool = False
+    queue: str | None = None
+    resolution_hours: int | None = None
+    callback_at: str | None = None
+    repeats: int = 0
+    status_ticket: str | None = None
+    status_info: dict[str, Any] | None = None
+    outcome: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallState:
+        """Rebuild a state saved by `to_dict`, ignoring fields this version doesn't know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Events --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    """Twilio answered a call on this line; `is_open` is decided once, at the start."""
+
+    line: str
+    is_open: bool
+
+
+@dataclass(frozen=True)
+class Keys:
+    """What the caller typed at a <Gather>; "" means nothing (time-out)."""
+
+    digits: str
+
+
+@dataclass(frozen=True)
+class TicketReady:
+    """A ticket was created (or already existed) for this call."""
+
+    number: str
+    operator_name: str | None
+    operator_endpoint: str | None
+    operator_busy: bool
+    queue: str
+    resolution_hours: int
+    callback_at: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketFound:
+    """Result of looking up a ticket for the status menu."""
+
+    number: str
+    found: bool
+    caller_matches: bool = False
+    order_number: str | None = None
+    status: str | None = None
+    operator_name: str | None = None
+    due_date: str | None = None
+
+
+@dataclass(frozen=True)
+class DialEnded:
+    """Twilio reports how the <Dial> to the operator ended (DialCallStatus)."""
+
+    status: str
+
+
+@dataclass(frozen=True)
+class QueueEnded:
+    """Twilio reports how the caller left the queue (QueueResult)."""
+
+    result: str
+
+
+@dataclass(frozen=True)
+class TwilioFallback:
+    """Twilio could not get usable TwiML for this call and called the fallback URL."""
+
+
+Event = CallStarted | Keys | TicketReady | TicketFound | DialEnded | QueueEnded | TwilioFallback
+
+
+# Replies -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Say:
+    """One prompt to speak: a key into prompts/<lang>.toml and its parameters."""
+
+    key: str
+    params: dict[str, Any] = field(default_factory=dict)
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class Gather:
+    """Collect keypad digits; `say` is spoken inside the gather so callers can barge in."""
+
+    num_digits: int | None = None
+    finish_on_key: str = "#"
+    timeout: int = 6
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the caller hears next and how the call goes on."""
+
+    name: str
+    say: tuple[Say, ...] = ()
+    gather: Gather | None = None
+    end: str = "wait"  # "wait" (a gather is pending), "hangup", "dial", "enqueue"
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class CreateTicket:
+    """Effect: create this call's ticket (at most one per call) and assign an operator."""
+
+    order_number: str | None
+    category: str
+    after_hours: bool
+    related_ticket: str | None = None
+    before: tuple[Say, ...] = ()
+
+
+@dataclass(frozen=True)
+class LookupTicket:
+    """Effect: look up a ticket for the status menu."""
+
+    number: str
+    before: tuple[Say, ...] = ()
+
+
+Effect = CreateTicket | LookupTicket
+Reply = Step | Effect
+
+
+# Presenting steps ----------------------------------------------------------------------
+
+
+def _spoken_order(number: str) -> dict[str, Any]:
+    return {"digits": number}
+
+
+def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Step:
+    """The Step for `step` in this state, with `before` said first."""
+    if step == "language":
+        return Step(
+            step,
+            (Say("language_menu", language="ru"), Say("language_menu", language="en")),
+            Gather(num_digits=1, timeout=5),
+        )
+    if step == "main_menu":
+        return Step(step, (*before, Say("main_menu")), Gather(num_digits=1))
+    if step == "closed_menu":
+        return Step(step, (*before, Say("closed_menu")), Gather(num_digits=1))
+    if step == "order_number":
+        return Step(
+            step,
+            (*before, Say("order_prompt")),
+            Gather(num_digits=ORDER_NUMBER_LENGTH, timeout=8),
+        )
+    if step == "confirm_order":
+        readback = Say("order_readback", _spoken_order(state.candidate_order or ""))
+        return Step(step, (*before, readback, Say("confirm_menu")), Gather(num_digits=1))
+    if step == "category":
+        return Step(step, (*before, Say("category_menu")), Gather(num_digits=1))
+    if step == "ticket_info":
+        return Step(step, (*before, *_ticket_announcement(state)), Gather(num_digits=1, timeout=4))
+    if step == "status_ticket":
+        return Step(step, (*before, Say("status_prompt")), Gather(timeout=10))
+    if step == "status_verify":
+        return Step(
+            step,
+            (*before, Say("status_verify")),
+            Gather(num_digits=ORDER_NUMBER_LENGTH, timeout=8),
+        )
+    if step == "status_report":
+        info = state.status_info or {}
+        report = Say(
+            "status_report" if info.get("operator_name") else "status_report_unassigned",
+            {
+                "ticket": state.status_ticket or "",
+                "status": info.get("status") or "open",
+                "operator": info.get("operator_name") or "",
+                "date": info.get("due_date") or "",
+            },
+        )
+        return Step(step, (*before, report, Say("status_after")), Gather(num_digits=1))
+    raise ValueError(f"unknown step: {step}")
+
+
+def _ticket_announcement(state: CallState) -> tuple[Say, ...]:
+    says = [Say("ticket_created", {"ticket": state.ticket_number or ""})]
+    if state.operator_name:
+        says.append(Say("operator_assigned", {"operator": state.operator_name}))
+    else:
+        says.append(Say("operator_unassigned"))
+    if state.is_open:
+        says.append(Say("resolution_time", {"hours": state.resolution_hours or 0}))
+    else:
+        says.append(Say("callback_time", {"when": state.callback_at or ""}))
+    says.append(Say("repeat_offer"))
+    return tuple(says)
+
+
+def _go(state: CallState, step: str, before: tuple[Say, ...] = (), **changes: Any) -> tuple:
+    """Move to an input step (resetting the per-step failure count)."""
+    new_state = replace(state, step=step, failures=0, **changes)
+    return new_state, present(new_state, step, before)
+
+
+def _end(state: CallState, says: tuple[Say, ...], outcome: str) -> tuple:
+    return (
+        replace(state, step=FINAL_STEP, outcome=outcome),
+        Step(FINAL_STEP, (*says, Say("goodbye")), end="hangup"),
+    )
+
+
+def _retry(state: CallState, reason: str) -> tuple:
+    """Count a failed try at the current step; re-prompt, or route on after MAX_TRIES."""
+    failures = state.failures + 1
+    if failures >= MAX_TRIES:
+        return _give_up(replace(state, failures=failures))
+    new_state = replace(state, failures=failures)
+    return new_state, present(new_state, state.step, (Say(reason),))
+
+
+def _give_up(state: CallState) -> tuple:
+    """Too many failed tries at a menu: never a dead end."""
+    if state.step == "language":
+        return _after_language(replace(state, language="ru"))
+    return _route_to_operator(state, (Say("routing_after_failures"),))
+
+
+def _route_to_operator(state: CallState, before: tuple[Say, ...] = ()) -> tuple:
+    """Create a ticket (with whatever is known) so the caller leaves with one."""
+    new_state = replace(state, step="creating_ticket", failures=0)
+    effect = CreateTicket(
+        order_number=state.order_number,
+        category=state.category or "other",
+        after_hours=not state.is_open,
+        related_ticket=state.status_ticket,
+        before=before,
+    )
+    return new_state, effect
+
+
+def _after_language(state: CallState) -> tuple:
+    preamble = (Say("greeting"), Say("recording_notice"))
+    if state.is_open:
+        return _go(state, "main_menu", preamble)
+    return _go(state, "closed_menu", (*preamble, Say("closed_info")))
+
+
+# Transitions ---------------------------------------------------------------------------
+
+
+def start(line: str, is_open: bool) -> tuple[CallState, Step]:
+    """The first step of a new call."""
+    state = CallState(line=line, is_open=is_open)
+    if line == "international":
+        return _go(state, "language")
+    return _after_language(state)
+
+
+def advance(state: CallState, event: Event) -> tuple[CallState, Reply]:
+    """The flow's single entry point: what happens when `event` arrives in `state`."""
+    if isinstance(event, CallStarted):
+        return start(event.line, event.is_open)
+    if isinstance(event, TicketReady):
+        return _on_ticket_ready(state, event)
+    if isinstance(event, TicketFound):
+        return _on_ticket_found(state, event)
+    if isinstance(event, DialEnded):
+        return _on_dial_ended(state, event)
+    if isinstance(event, QueueEnded):
+        return _on_queue_ended(state, event)
+    if isinstance(event, TwilioFallback):
+        return _route_to_operator(state, (Say("technical_problem"),))
+    if isinstance(event, Keys):
+        if state.step not in INPUT_STEPS:
+            return state, current_step(state)
+        return _KEY_HANDLERS[state.step](state, event.digits)
+    raise TypeError(f"unknown event: {event!r}")
+
+
+def run(
+    state: CallState, event: Event, perform: Callable[[Effect], Event]
+) -> tuple[CallState, Step]:
+    """Advance until the flow has a Step for the caller, performing effects on the way."""
+    preface: tuple[Say, ...] = ()
+    state, reply = advance(state, event)
+    for _ in range(8):
+        if isinstance(reply, Step):
+            return state, replace(reply, say=preface + reply.say)
+        preface += reply.before
+        state, reply = advance(state, perform(reply))
+    raise RuntimeError("the flow asked for effects without end")
+
+
+def current_step(state: CallState) -> Step:
+    """Re-present where the call is now (for stale or repeated requests)."""
+    if state.step in INPUT_STEPS:
+        return present(state, state.step)
+    if state.step in CONNECT_STEPS:
+        return _connect(state)[1]
+    return Step(FINAL_STEP, (Say("goodbye"),), end="hangup")
+
+
+def _menu_key(state: CallState, digits: str, choices: dict[str, Any]) -> tuple | None:
+    if not digits:
+        return _retry(state, "no_input")
+    if digits not in choices:
+        return _retry(state, "invalid_key")
+    return None
+
+
+def _on_language(state: CallState, digits: str) -> tuple:
+    if not digits:
+        return _after_language(replace(state, language="ru"))
+    if digits == "1":
+        return _after_language(replace(state, language="ru"))
+    if digits == "2":
+        return _after_language(replace(state, language="en"))
+    return _retry(state, "invalid_key")
+
+
+def _on_main_menu(state: CallState, digits: str) -> tuple:
+    choices = {"1": "order", "2": "status", "0": "operator"}
+    failed = _menu_key(state, digits, choices)
+    if failed:
+        return failed
+    if digits == "1":
+        return _go(state, "order_number")
+    if digits == "2":
+        return _go(state, "status_ticket")
+    return _route_to_operator(replace(state, category="other"))
+
+
+def _on_closed_menu(state: CallState, digits: str) -> tuple:
+    if not digits:
+        return _end(state, (), "closed_no_request")
+    if digits == "1":
+        return _go(state, "order_number")
+    if digits == "2":
+        return _go(state, "status_ticket")
+    return _retry(state, "invalid_key")
+
+
+def _on_order_number(state: CallState, digits: str) -> tuple:
+    if len(digits) == ORDER_NUMBER_LENGTH and digits.isdigit():
+        return _go(state, "confirm_order", candidate_order=digits)
+    reason = "no_input" if not digits else "order_invalid"
+    return _order_failed(state, reason)
+
+
+def _order_failed(state: CallState, reason: str) -> tuple:
+    failures = state.order_failures + 1
+    if failures >= MAX_TRIES:
+        return _go(
+            state,
+            "category",
+            (Say("order_skipped"),),
+            order_failures=failures,
+            order_number=None,
+            candidate_order=None,
+        )
+    return _go(state, "order_number", (Say(reason),), order_failures=failures)
+
+
+def _on_confirm_order(state: CallState, digits: str) -> tuple:
+    failed = _menu_key(state, digits, {"1": True, "2": False})
+    if failed:
+        return failed
+    if digits == "1":
+        return _go(state, "category", order_number=state.candidate_order)
+    return _order_failed(replace(state, candidate_order=None), "order_again")
+
+
+def _on_category(state: CallState, digits: str) -> tuple:
+    failed = _menu_key(state, digits, CATEGORY_KEYS)
+    if failed:
+        return failed
+    return _route_to_operator(replace(state, category=CATEGORY_KEYS[digits]))
+
+
+def _on_ticket_info(state: CallState, digits: str) -> tuple:
+    if digits == "*" and state.repeats < MAX_REPEATS:
+        new_state = replace(state, repeats=state.repeats + 1)
+        return new_state, present(new_state, "ticket_info")
+    return _connect(state)
+
+
+def _connect(state: CallState) -> tuple:
+    """After the ticket: connect (open), queue (operator busy or none), or say goodbye."""
+    if not state.is_open:
+        return _end(state, (), "after_hours_callback")
+    if state.operator_endpoint and not state.operator_busy:
+        return (
+            replace(state, step="connect", outcome="connecting"),
+            Step(
+                "connect",
+                (Say("connecting", {"operator": state.operator_name or ""}),),
+                end="dial",
+                target=state.operator_endpoint,
+            ),
+        )
+    return _enqueue(state, Say("operator_busy"))
+
+
+def _enqueue(state: CallState, reason: Say) -> tuple:
+    return (
+        replace(state, step="queue", outcome="queued"),
+        Step("queue", (reason,), end="enqueue", target=state.queue or f"support-{state.language}"),
+    )
+
+
+def _on_status_ticket(state: CallState, digits: str) -> tuple:
+    if not digits:
+        return _retry(state, "no_input")
+    if not is_valid_ticket_number(digits):
+        return _retry(state, "status_invalid")
+    return replace(state, status_ticket=digits), LookupTicket(digits)
+
+
+def _on_ticket_found(state: CallState, event: TicketFound) -> tuple:
+    if not event.found:
+        return _retry(replace(state, status_ticket=None), "status_not_found")
+    info = {
+        "status": event.status,
+        "operator_name": event.operator_name,
+        "due_date": event.due_date,
+        "order_number": event.order_number,
+    }
+    state = replace(state, status_ticket=event.number, status_info=info)
+    if event.caller_matches:
+        return _go(state, "status_report", outcome="status_told")
+    if event.order_number:
+        return _go(state, "status_verify")
+    return _route_to_operator(state, (Say("status_cannot_verify"),))
+
+
+def _on_status_verify(state: CallState, digits: str) -> tuple:
+    if not digits:
+        return _retry(state, "no_input")
+    expected = (state.status_info or {}).get("order_number")
+    if digits == expected:
+        return _go(state, "status_report", outcome="status_told")
+    return _retry(state, "status_verify_failed")
+
+
+def _on_status_report(state: CallState, digits: str) -> tuple:
+    if not digits:
+        return _end(state, (), "status_told")
+    if digits == "1":
+        menu = "main_menu" if state.is_open else "closed_menu"
+        return _go(state, menu, status_ticket=None, status_info=None)
+    if digits == "0":
+        return _route_to_operator(replace(state, category=state.category or "other"))
+    return _retry(state, "invalid_key")
+
+
+def _on_ticket_ready(state: CallState, event: TicketReady) -> tuple:
+    new_state = replace(
+        state,
+        ticket_number=event.number,
+        operator_name=event.operator_name,
+        operator_endpoint=event.operator_endpoint,
+        operator_busy=event.operator_busy,
+        queue=event.queue,
+        resolution_hours=event.resolution_hours,
+        callback_at=event.callback_at,
+        repeats=0,
+    )
+    return _go(new_state, "ticket_info")
+
+
+def _on_dial_ended(state: CallState, event: DialEnded) -> tuple:
+    if event.status == "completed":
+        return replace(state, step=FINAL_STEP, outcome="connected"), Step(FINAL_STEP, end="hangup")
+    return _enqueue(state, Say("operator_unavailable"))
+
+
+def _on_queue_ended(state: CallState, event: QueueEnded) -> tuple:
+    if event.result == "bridged":
+        return replace(state, step=FINAL_STEP, outcome="connected"), Step(FINAL_STEP, end="hangup")
+    if event.result in ("hangup", "leave"):
+        return replace(state, step=FINAL_STEP, outcome="hung_up_in_queue"), Step(
+            FINAL_STEP, end="hangup"
+        )
+    return _end(state, (Say("queue_failed"),), "callback_after_queue")
+
+
+_KEY_HANDLERS = {
+    "language": _on_language,
+    "main_menu": _on_main_menu,
+    "closed_menu": _on_closed_menu,
+    "order_number": _on_order_number,
+    "confirm_order": _on_confirm_order,
+    "category": _on_category,
+    "ticket_info": _on_ticket_info,
+    "status_ticket": _on_status_ticket,
+    "status_verify": _on_status_verify,
+    "status_report": _on_status_report,
+}

@@ -1,0 +1,118 @@
+"""Step -> TwiML. The only place TwiML is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twilio.twiml.voice_response import Dial, Enqueue, Gather, VoiceResponse
+
+from ivr.flow import Say, Step
+from ivr.prompts import Prompts
+
+
+@dataclass(frozen=True)
+class Links:
+    """The URLs a step's TwiML points Twilio at (built by the web layer)."""
+
+    action: str  # where a <Gather> posts, and where a time-out redirects
+    dial_action: str = ""
+    enqueue_action: str = ""
+    wait_url: str = ""
+    dial_timeout: int = 25
+
+
+def spoken_texts(step: Step, catalogue: dict[str, Prompts], language: str) -> list[str]:
+    """The plain texts the caller hears at this step (for the call timeline)."""
+    return [_prompts_for(say, catalogue, language).text(say.key, say.params) for say in step.say]
+
+
+def _prompts_for(say: Say, catalogue: dict[str, Prompts], language: str) -> Prompts:
+    return catalogue[say.language or language]
+
+
+def _add_says(parent, step: Step, catalogue: dict[str, Prompts], language: str) -> None:
+    for say in step.say:
+        prompts = _prompts_for(say, catalogue, language)
+        parent.say(
+            prompts.text(say.key, say.params),
+            voice=prompts.voice.voice,
+            language=prompts.voice.language,
+        )
+
+
+def render(step: Step, catalogue: dict[str, Prompts], language: str, links: Links) -> str:
+    """The TwiML document for a step."""
+    response = VoiceResponse()
+    if step.gather is not None:
+        gather = Gather(
+            input="dtmf",
+            action=links.action,
+            method="POST",
+            timeout=step.gather.timeout,
+            finish_on_key=step.gather.finish_on_key,
+            **({"num_digits": step.gather.num_digits} if step.gather.num_digits else {}),
+        )
+        _add_says(gather, step, catalogue, language)
+        response.append(gather)
+        # Twilio runs the next verb when the gather times out: come back with no digits.
+        response.redirect(links.action, method="POST")
+        return str(response)
+    _add_says(response, step, catalogue, language)
+    if step.end == "dial":
+        dial = Dial(
+            action=links.dial_action,
+            method="POST",
+            timeout=links.dial_timeout,
+            answer_on_bridge=True,
+        )
+        _add_endpoint(dial, step.target or "")
+        response.append(dial)
+    elif step.end == "enqueue":
+        enqueue = Enqueue(
+            action=links.enqueue_action,
+            method="POST",
+            wait_url=links.wait_url,
+            wait_url_method="POST",
+        )
+        enqueue.value = step.target or "support"
+        response.append(enqueue)
+    else:
+        response.hangup()
+    return str(response)
+
+
+def _add_endpoint(dial: Dial, endpoint: str) -> None:
+    """Operators are reached by phone number, SIP URI or Twilio Client identity."""
+    if endpoint.startswith("sip:"):
+        dial.sip(endpoint)
+    elif endpoint.startswith("client:"):
+        dial.client(endpoint.removeprefix("client:"))
+    else:
+        dial.number(endpoint)
+
+
+def render_queue_wait(prompts: Prompts, position: int | None) -> str:
+    """What a queued caller hears while waiting (Twilio replays it in a loop)."""
+    response = VoiceResponse()
+    if position:
+        response.say(
+            prompts.text("queue_position", {"position": position}),
+            voice=prompts.voice.voice,
+            language=prompts.voice.language,
+        )
+    response.pause(length=20)
+    return str(response)
+
+
+def render_apology(prompts: Prompts, queue: str) -> str:
+    """Last-resort TwiML when everything else failed: apologise and queue for an operator."""
+    response = VoiceResponse()
+    response.say(
+        prompts.text("technical_problem"),
+        voice=prompts.voice.voice,
+        language=prompts.voice.language,
+    )
+    enqueue = Enqueue()
+    enqueue.value = queue
+    response.append(enqueue)
+    return str(response)

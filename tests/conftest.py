@@ -1,0 +1,89 @@
+"""Shared fixtures: a fresh app and database per test, and Twilio's side of a call."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from ivr import create_app
+from ivr import db as database
+from ivr.emulator import EmulatedCall, FlaskTransport
+from ivr.hours import parse_instant
+
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+OPEN_NOW = "2026-11-26T12:00:00+03:00"
+CLOSED_NOW = "2026-11-26T21:30:00+03:00"
+DOMESTIC = "+78002345555"
+INTERNATIONAL = "+74952321000"
+CALLER = "+79161234567"
+
+DEMO_OPERATORS = [
+    {"full_name": "Иванова Мария Сергеевна", "name_en": "Maria Ivanova", "languages": "ru,en",
+     "endpoint": "+79990000001", "shift_start": "08:00", "shift_end": "20:00"},
+    {"full_name": "Петров Алексей Николаевич", "name_en": "Alexey Petrov", "languages": "ru",
+     "endpoint": "sip:petrov@pbx.example.ru", "shift_start": "08:00", "shift_end": "20:00"},
+]
+
+
+def add_operators(db_path: str, operators=DEMO_OPERATORS) -> None:
+    """Put operators on the roster of the database at db_path."""
+    with database.connect(db_path) as db:
+        for operator in operators:
+            database.insert_operator(db, {**operator, "created_at": "2026-01-01T00:00:00.000+00:00"})
+        db.conn.commit()
+
+
+@pytest.fixture
+def db_path(tmp_path) -> str:
+    return str(tmp_path / "ivr.sqlite3")
+
+
+@pytest.fixture
+def make_app(db_path):
+    """Build an app at a given instant (IVR_NOW) with the demo roster."""
+
+    def make(now: str = OPEN_NOW, operators=DEMO_OPERATORS, **overrides):
+        config = {
+            "db_path": db_path,
+            "auth_token": AUTH_TOKEN,
+            "now": parse_instant(now) if now else None,
+            **overrides,
+        }
+        app = create_app(config)
+        if operators:
+            add_operators(db_path, operators)
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def call(app):
+    """Start a call on a line: call(to=..., from_=...) -> EmulatedCall already answered."""
+
+    def start(**kwargs) -> EmulatedCall:
+        transport = FlaskTransport(app.test_client())
+        return EmulatedCall(transport, "http://localhost", AUTH_TOKEN, **kwargs).start()
+
+    return start
+
+
+@pytest.fixture
+def db(app, db_path):
+    with database.connect(db_path) as connection:
+        yield connection
+
+
+def moscow(text: str) -> datetime:
+    return parse_instant(text)
