@@ -1,0 +1,293 @@
+"""The `ivr` command: a thin layer over the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from ivr import db as database
+from ivr.config import ConfigError, load_settings
+from ivr.logs import mask_phone
+from ivr.operators import parse_languages, parse_shift, validate_endpoint
+from ivr.tickets import TICKET_STATUSES, is_valid_ticket_number
+
+DEMO_ROSTER = [
+    {
+        "full_name": "Иванова Мария Сергеевна",
+        "name_en": "Maria Ivanova",
+        "login": "ivanova",
+        "role": "admin",
+        "languages": "ru,en",
+        "endpoint": "client:ivanova",
+        "shift_start": "08:00",
+        "shift_end": "20:00",
+    },
+    {
+        "full_name": "Петров Алексей Николаевич",
+        "name_en": "Alexey Petrov",
+        "login": "petrov",
+        "role": "operator",
+        "languages": "ru",
+        "endpoint": "client:petrov",
+        "shift_start": "08:00",
+        "shift_end": "20:00",
+    },
+    {
+        "full_name": "Смирнова Ольга Викторовна",
+        "name_en": "Olga Smirnova",
+        "login": "smirnova",
+        "role": "operator",
+        "languages": "ru,en",
+        "endpoint": "client:smirnova",
+        "shift_start": "08:00",
+        "shift_end": "20:00",
+    },
+]
+
+
+def _now() -> str:
+    return database.timestamp(datetime.now(UTC))
+
+
+def _open_db():
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    db = database.connect(settings.db_path, settings.busy_timeout_ms)
+    database.migrate(db)
+    return db
+
+
+@click.group()
+@click.version_option(package_name="hotline-ivr")
+def main() -> None:
+    """Hotline IVR: Twilio voice webhooks, call tree, tickets and operators."""
+
+
+@main.command("init-db")
+@click.option("--demo", is_flag=True, help="Also add the demo operator roster if it is empty.")
+def init_db(demo: bool) -> None:
+    """Create or migrate the database (safe to run again)."""
+    db = _open_db()
+    version = database.schema_version(db)
+    added = 0
+    if demo and not database.list_operators(db):
+        with database.write_transaction(db):
+            for operator in DEMO_ROSTER:
+                database.insert_operator(db, {**operator, "created_at": _now()})
+                added += 1
+    click.echo(f"database {db.conn.execute('PRAGMA database_list').fetchone()[2]} "
+               f"at schema version {version}" + (f"; {added} demo operators added" if added else ""))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option("--threads", default=16, show_default=True, type=int, help="Worker threads.")
+def serve(host: str, port: int, threads: int) -> None:
+    """Run the service on the production WSGI server (waitress)."""
+    import waitress
+
+    from ivr import create_app
+
+    try:
+        app = create_app()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    logging.getLogger("ivr.app").info(
+        "serving", extra={"host": host, "port": port, "threads": threads}
+    )
+    click.echo(f"ivr serving on http://{host}:{port} (webhooks under /twilio/)", err=True)
+    waitress.serve(app, host=host, port=port, threads=threads, ident="ivr")
+
+
+# Operators -------------------------------------------------------------------------------
+
+
+@main.group()
+def operators() -> None:
+    """Manage the operator roster."""
+
+
+@operators.command("add")
+@click.argument("full_name")
+@click.option("--endpoint", required=True, help="+E.164 number, sip:user@host or client:name.")
+@click.option("--languages", default="ru", show_default=True, help="Comma-separated: ru,en.")
+@click.option("--shift", default="08:00-20:00", show_default=True, help="Moscow time, HH:MM-HH:MM.")
+@click.option("--name-en", default=None, help="Latin spelling for English-speaking callers.")
+@click.option("--login", default=None, help="Console login (optional).")
+@click.option("--admin", is_flag=True, help="Give the console's admin role.")
+def operators_add(full_name, endpoint, languages, shift, name_en, login, admin) -> None:
+    """Add an operator (FULL_NAME as callers should hear it, e.g. the ФИО)."""
+    try:
+        if not full_name.strip() or len(full_name) > 200:
+            raise ValueError("the full name must be 1-200 characters")
+        start, end = parse_shift(shift)
+        operator = {
+            "full_name": full_name.strip(),
+            "name_en": name_en,
+            "login": login,
+            "role": "admin" if admin else "operator",
+            "languages": ",".join(parse_languages(languages)),
+            "endpoint": validate_endpoint(endpoint),
+            "shift_start": start,
+            "shift_end": end,
+            "created_at": _now(),
+        }
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    db = _open_db()
+    if login and database.get_operator(db, login):
+        raise click.ClickException(f"login {login!r} is taken")
+    with database.write_transaction(db):
+        operator_id = database.insert_operator(db, operator)
+    click.echo(f"added operator {operator_id}: {operator['full_name']}")
+
+
+@operators.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def operators_list(as_json: bool) -> None:
+    """List the roster with each operator's open tickets."""
+    rows = database.list_operators(_open_db())
+    for row in rows:
+        row.pop("password_hash", None)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        click.echo("the roster is empty: add operators with `ivr operators add`")
+    for row in rows:
+        state = "active" if row["active"] else "inactive"
+        click.echo(
+            f"{row['id']:>4}  {row['full_name']:<32} {row['languages']:<6} "
+            f"{row['shift_start']}-{row['shift_end']}  {row['endpoint']:<28} "
+            f"open tickets: {row['open_tickets']:<4} {state}"
+        )
+
+
+@operators.command("deactivate")
+@click.argument("operator")
+def operators_deactivate(operator: str) -> None:
+    """Take an operator (id or login) off assignment; their tickets stay theirs."""
+    db = _open_db()
+    row = database.get_operator(db, operator)
+    if row is None:
+        raise click.ClickException(f"no operator {operator!r}")
+    with database.write_transaction(db):
+        database.set_operator_active(db, row["id"], False)
+    click.echo(f"deactivated operator {row['id']}: {row['full_name']}")
+
+
+# Calls and tickets -----------------------------------------------------------------------
+
+
+CALL_FIELDS = (
+    "call_sid",
+    "line",
+    "language",
+    "from",
+    "to",
+    "started_at",
+    "ended_at",
+    "status",
+    "duration",
+    "step",
+    "outcome",
+    "order_number",
+    "category",
+    "ticket_number",
+    "operator_name",
+    "after_hours",
+)
+
+
+def call_record(row: dict) -> dict:
+    """A call as `ivr calls list --json` prints it."""
+    record = {**row, "from": row["from_number"], "to": row["to_number"]}
+    record["after_hours"] = bool(row["after_hours"])
+    return {name: record.get(name) for name in CALL_FIELDS}
+
+
+@main.group()
+def calls() -> None:
+    """Look at the call log."""
+
+
+@calls.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per call.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+def calls_list(as_json: bool, limit: int) -> None:
+    """The call log, newest first."""
+    records = [call_record(row) for row in database.list_calls(_open_db(), limit=limit)]
+    if as_json:
+        click.echo(json.dumps(records, ensure_ascii=False, indent=2))
+        return
+    for record in records:
+        click.echo(
+            f"{record['started_at'][:19]}  {record['call_sid'][:10]}…  {record['line']:<13} "
+            f"{mask_phone(record['from']):<8} {record['step']:<14} {record['outcome'] or '-':<20} "
+            f"order {record['order_number'] or '-':<10} ticket {record['ticket_number'] or '-':<9} "
+            f"{record['operator_name'] or ''}"
+        )
+
+
+@main.group()
+def tickets() -> None:
+    """Look at and update tickets."""
+
+
+@tickets.command("list")
+@click.option("--status", type=click.Choice(TICKET_STATUSES), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def tickets_list(status: str | None, as_json: bool) -> None:
+    """Tickets, newest first."""
+    rows = database.list_tickets(_open_db(), status=status)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['number']}  {row['status']:<11} {row['category']:<9} "
+            f"order {row['order_number'] or '-':<10} due {row['due_at'][:10]}  "
+            f"{row['operator_name'] or 'unassigned'}"
+        )
+
+
+@tickets.command("set-status")
+@click.argument("number")
+@click.argument("status", type=click.Choice(TICKET_STATUSES))
+def tickets_set_status(number: str, status: str) -> None:
+    """Change a ticket's status (the IVR's status menu reads it)."""
+    if not is_valid_ticket_number(number):
+        raise click.ClickException(f"{number!r} is not a valid ticket number (check digit)")
+    db = _open_db()
+    with database.write_transaction(db):
+        changed = database.set_ticket_status(db, number, status, datetime.now(UTC))
+    if not changed:
+        raise click.ClickException(f"no ticket {number}")
+    click.echo(f"ticket {number} is now {status}")
+
+
+@main.command("dev-token")
+@click.option("--file", "path", default="instance/dev-auth-token", show_default=True,
+              type=click.Path(dir_okay=False), help="Where to keep the local token.")
+def dev_token(path: str) -> None:
+    """Print a local development auth token, creating it once (never use it in production)."""
+    token_file = Path(path)
+    if not token_file.exists():
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_hex(16) + "\n")
+        token_file.chmod(0o600)
+        click.echo(f"generated a local auth token in {token_file}", err=True)
+    click.echo(token_file.read_text().strip())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
