@@ -83,8 +83,10 @@ def init_db(demo: bool) -> None:
             for operator in DEMO_ROSTER:
                 database.insert_operator(db, {**operator, "created_at": _now()})
                 added += 1
-    click.echo(f"database {db.conn.execute('PRAGMA database_list').fetchone()[2]} "
-               f"at schema version {version}" + (f"; {added} demo operators added" if added else ""))
+    click.echo(
+        f"database {db.conn.execute('PRAGMA database_list').fetchone()[2]} "
+        f"at schema version {version}" + (f"; {added} demo operators added" if added else "")
+    )
 
 
 @main.command()
@@ -276,8 +278,14 @@ def tickets_set_status(number: str, status: str) -> None:
 
 
 @main.command("dev-token")
-@click.option("--file", "path", default="instance/dev-auth-token", show_default=True,
-              type=click.Path(dir_okay=False), help="Where to keep the local token.")
+@click.option(
+    "--file",
+    "path",
+    default="instance/dev-auth-token",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to keep the local token.",
+)
 def dev_token(path: str) -> None:
     """Print a local development auth token, creating it once (never use it in production)."""
     token_file = Path(path)

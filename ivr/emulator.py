@@ -283,8 +283,14 @@ class EmulatedCall:
         if wait_url:
             _, body, _ = self.post(
                 urllib.parse.urljoin(self._document_url, wait_url),
-                {"QueuePosition": "1", "QueueSid": new_sid("QU"), "QueueTime": "0",
-                 "AvgQueueTime": "0", "CurrentQueueSize": "1", "MaxQueueSize": "100"},
+                {
+                    "QueuePosition": "1",
+                    "QueueSid": new_sid("QU"),
+                    "QueueTime": "0",
+                    "AvgQueueTime": "0",
+                    "CurrentQueueSize": "1",
+                    "MaxQueueSize": "100",
+                },
             )
             if self.last_status == 200:
                 for say in ElementTree.fromstring(body).iter("Say"):
@@ -303,8 +309,11 @@ class EmulatedCall:
             return
         self.result.ended = True
         self.result.heard.append(Heard("hangup", ""))
-        self.post("/twilio/status", {"CallDuration": "60", "SequenceNumber": "0",
-                                     "CallbackSource": "call-progress-events"}, status="completed")
+        self.post(
+            "/twilio/status",
+            {"CallDuration": "60", "SequenceNumber": "0", "CallbackSource": "call-progress-events"},
+            status="completed",
+        )
 
 
 def as_dict(result: CallResult) -> dict[str, Any]:

@@ -19,10 +19,22 @@ INTERNATIONAL = "+74952321000"
 CALLER = "+79161234567"
 
 DEMO_OPERATORS = [
-    {"full_name": "Иванова Мария Сергеевна", "name_en": "Maria Ivanova", "languages": "ru,en",
-     "endpoint": "+79990000001", "shift_start": "08:00", "shift_end": "20:00"},
-    {"full_name": "Петров Алексей Николаевич", "name_en": "Alexey Petrov", "languages": "ru",
-     "endpoint": "sip:petrov@pbx.example.ru", "shift_start": "08:00", "shift_end": "20:00"},
+    {
+        "full_name": "Иванова Мария Сергеевна",
+        "name_en": "Maria Ivanova",
+        "languages": "ru,en",
+        "endpoint": "+79990000001",
+        "shift_start": "08:00",
+        "shift_end": "20:00",
+    },
+    {
+        "full_name": "Петров Алексей Николаевич",
+        "name_en": "Alexey Petrov",
+        "languages": "ru",
+        "endpoint": "sip:petrov@pbx.example.ru",
+        "shift_start": "08:00",
+        "shift_end": "20:00",
+    },
 ]
 
 
@@ -30,7 +42,9 @@ def add_operators(db_path: str, operators=DEMO_OPERATORS) -> None:
     """Put operators on the roster of the database at db_path."""
     with database.connect(db_path) as db:
         for operator in operators:
-            database.insert_operator(db, {**operator, "created_at": "2026-01-01T00:00:00.000+00:00"})
+            database.insert_operator(
+                db, {**operator, "created_at": "2026-01-01T00:00:00.000+00:00"}
+            )
         db.conn.commit()
 
 

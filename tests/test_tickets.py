@@ -13,7 +13,13 @@ from ivr.tickets import (
 
 @pytest.mark.parametrize(
     "body, check",
-    [("236", "3"), ("12345", "1"), ("142857", "0"), ("123456789012", "0"), ("8473643095483728456789", "2")],
+    [
+        ("236", "3"),
+        ("12345", "1"),
+        ("142857", "0"),
+        ("123456789012", "0"),
+        ("8473643095483728456789", "2"),
+    ],
 )
 def test_verhoeff_known_values(body, check):
     assert verhoeff_check_digit(body) == check

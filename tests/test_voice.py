@@ -162,7 +162,9 @@ def test_status_for_another_caller_needs_the_order_number(call):
     assert "Статус" not in c.result.transcript
     assert "введите номер заказа" in c.result.transcript
     c.press("1111111111")
-    assert "Номер заказа не совпадает" in c.result.transcript and "Статус" not in c.result.transcript
+    assert (
+        "Номер заказа не совпадает" in c.result.transcript and "Статус" not in c.result.transcript
+    )
     c.press("4207315890")
     assert "Статус: открыто" in c.result.transcript
 
@@ -185,9 +187,7 @@ def test_busy_operator_queues_caller_with_position(call, db):
     first = call().press("0").silence()
     assert first.result.connected_to == "+79990000001"
     # Make the first call look live again: connected and not ended.
-    database.update_call(
-        db, first.result.call_sid, {"outcome": "connecting", "ended_at": None}
-    )
+    database.update_call(db, first.result.call_sid, {"outcome": "connecting", "ended_at": None})
     db.conn.commit()
     second = call(from_="+79035556677").press("0")
     assert "Петров Алексей Николаевич" in second.result.transcript  # fewer open tickets
@@ -196,9 +196,17 @@ def test_busy_operator_queues_caller_with_position(call, db):
 
 
 def test_operator_busy_means_enqueue(make_app, db_path):
-    app = make_app(operators=[{
-        "full_name": "Иванова Мария Сергеевна", "languages": "ru", "endpoint": "+79990000001",
-        "shift_start": "08:00", "shift_end": "20:00"}])
+    app = make_app(
+        operators=[
+            {
+                "full_name": "Иванова Мария Сергеевна",
+                "languages": "ru",
+                "endpoint": "+79990000001",
+                "shift_start": "08:00",
+                "shift_end": "20:00",
+            }
+        ]
+    )
     transport = FlaskTransport(app.test_client())
     first = EmulatedCall(transport, "http://localhost", AUTH_TOKEN).start().press("0")
     first.silence()  # dialled; the emulator reports completed, so mark it live again
@@ -265,8 +273,16 @@ def _post(client, path, params, token=AUTH_TOKEN, signature=None, base="http://l
 
 
 @pytest.mark.parametrize(
-    "path", ["/twilio/voice", "/twilio/status", "/twilio/fallback", "/twilio/gather/main_menu?seq=1",
-             "/twilio/dial?seq=1", "/twilio/queue?seq=1", "/twilio/queue/wait?lang=ru"]
+    "path",
+    [
+        "/twilio/voice",
+        "/twilio/status",
+        "/twilio/fallback",
+        "/twilio/gather/main_menu?seq=1",
+        "/twilio/dial?seq=1",
+        "/twilio/queue?seq=1",
+        "/twilio/queue/wait?lang=ru",
+    ],
 )
 @pytest.mark.parametrize("how", ["missing", "wrong_token", "tampered"])
 def test_unsigned_or_badly_signed_requests_get_403_and_write_nothing(client, db, path, how):

@@ -301,6 +301,9 @@ def _worker_main(conn: Connection, model_dirs: dict[str, str], log_level: int) -
     """Run in a worker process: load the models, then answer requests until told to stop."""
     # Ctrl-C belongs to the parent, which stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent logs dropped grammar words once, through its configured handlers; here
+    # they would repeat on stderr for every utterance.
+    logger.setLevel(logging.ERROR)
     models: dict[str, dict[str, Any]] = {}
     try:
         _vosk().SetLogLevel(log_level)
@@ -669,7 +672,7 @@ class SpeechEngine:
         facts = self._facts.get(language)
         rate = facts.sample_rate if facts else DEFAULT_SAMPLE_RATE
         wants_grammar = phrases is not None and facts is not None and facts.runtime_grammar
-        if phrases is not None and facts is not None and not facts.runtime_grammar:
+        if phrases is not None and facts and not facts.problem and not facts.runtime_grammar:
             self._warn_once(
                 language,
                 ("<no runtime grammar>",),
