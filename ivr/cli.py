@@ -13,42 +13,10 @@ import click
 
 from ivr import db as database
 from ivr.config import ConfigError, load_settings
+from ivr.demo import seed_demo_roster
 from ivr.logs import mask_phone
 from ivr.operators import parse_languages, parse_shift, validate_endpoint
 from ivr.tickets import TICKET_STATUSES, is_valid_ticket_number
-
-DEMO_ROSTER = [
-    {
-        "full_name": "Иванова Мария Сергеевна",
-        "name_en": "Maria Ivanova",
-        "login": "ivanova",
-        "role": "admin",
-        "languages": "ru,en",
-        "endpoint": "client:ivanova",
-        "shift_start": "08:00",
-        "shift_end": "20:00",
-    },
-    {
-        "full_name": "Петров Алексей Николаевич",
-        "name_en": "Alexey Petrov",
-        "login": "petrov",
-        "role": "operator",
-        "languages": "ru",
-        "endpoint": "client:petrov",
-        "shift_start": "08:00",
-        "shift_end": "20:00",
-    },
-    {
-        "full_name": "Смирнова Ольга Викторовна",
-        "name_en": "Olga Smirnova",
-        "login": "smirnova",
-        "role": "operator",
-        "languages": "ru,en",
-        "endpoint": "client:smirnova",
-        "shift_start": "08:00",
-        "shift_end": "20:00",
-    },
-]
 
 
 def _now() -> str:
@@ -77,12 +45,7 @@ def init_db(demo: bool) -> None:
     """Create or migrate the database (safe to run again)."""
     db = _open_db()
     version = database.schema_version(db)
-    added = 0
-    if demo and not database.list_operators(db):
-        with database.write_transaction(db):
-            for operator in DEMO_ROSTER:
-                database.insert_operator(db, {**operator, "created_at": _now()})
-                added += 1
+    added = seed_demo_roster(db) if demo else 0
     click.echo(
         f"database {db.conn.execute('PRAGMA database_list').fetchone()[2]} "
         f"at schema version {version}" + (f"; {added} demo operators added" if added else "")
@@ -295,6 +258,209 @@ def dev_token(path: str) -> None:
         token_file.chmod(0o600)
         click.echo(f"generated a local auth token in {token_file}", err=True)
     click.echo(token_file.read_text().strip())
+
+
+# Emulator: drive calls like Twilio does ---------------------------------------------------
+
+
+def _auth_token(token: str | None) -> str:
+    """--token, else IVR_TWILIO_AUTH_TOKEN, else the local dev token `make run` uses."""
+    if token:
+        return token
+    settings_token = load_settings().auth_token
+    if settings_token:
+        return settings_token
+    dev_file = Path("instance/dev-auth-token")
+    if dev_file.exists():
+        return dev_file.read_text().strip()
+    raise click.ClickException(
+        "no auth token: pass --token, set IVR_TWILIO_AUTH_TOKEN, or run `ivr dev-token`"
+    )
+
+
+@main.command()
+@click.argument("scenarios", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--base-url", default=None, help="A running server; default: start the app here.")
+@click.option("--token", default=None, help="Auth token to sign with (see README).")
+@click.option(
+    "--db",
+    "db_path",
+    default=None,
+    help="The server's database, to check call records (default: IVR_DB).",
+)
+@click.option(
+    "--load",
+    "load_calls",
+    default=0,
+    type=click.IntRange(0, 100_000),
+    help="Load mode: run this many scenario runs concurrently and report latency.",
+)
+@click.option(
+    "--concurrency",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 500),
+    help="Load mode: runs at once.",
+)
+@click.option("--quiet", is_flag=True, help="Only the verdicts, not the transcripts.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, quiet, as_json):
+    """Run scenario files through the Twilio emulator; exit 1 if an expectation fails."""
+    from ivr.devserver import LocalServer
+    from ivr.emulator import as_dict
+    from ivr.scenarios import Runner, ScenarioError, format_report, load_scenario, run_load
+
+    try:
+        loaded = [load_scenario(path) for path in scenarios]
+    except ScenarioError as error:
+        raise click.ClickException(str(error)) from None
+    server = None
+    if base_url is None:
+        server = LocalServer(threads=32)
+        base_url, token, db_path = server.base_url, server.auth_token, server.db_path
+    else:
+        token = _auth_token(token)
+        db_path = db_path or load_settings().db_path
+        if not Path(db_path).exists():
+            db_path = None
+    try:
+        with Runner(base_url, token, db_path) as runner:
+            if load_calls:
+                report = run_load(runner, loaded, load_calls, concurrency)
+                summary = report.summary()
+                if as_json:
+                    click.echo(json.dumps(summary, indent=2))
+                else:
+                    click.echo(_format_load(summary, concurrency))
+                    for failure in report.failures[:20]:
+                        click.echo(f"FAILED: {failure}")
+                failed = report.failed > 0
+            else:
+                reports = [runner.run(scenario) for scenario in loaded]
+                if as_json:
+                    click.echo(
+                        json.dumps(
+                            [
+                                {
+                                    "scenario": r.scenario.name,
+                                    "passed": r.passed,
+                                    "failures": r.failures,
+                                    "calls": [
+                                        as_dict(call.result)
+                                        | {"ticket": call.ticket, "record": call.record}
+                                        for call in r.calls
+                                    ],
+                                }
+                                for r in reports
+                            ],
+                            ensure_ascii=False,
+                            indent=2,
+                        )
+                    )
+                else:
+                    for report in reports:
+                        click.echo(format_report(report, verbose=not quiet))
+                    passed = sum(report.passed for report in reports)
+                    click.echo(f"{passed} passed, {len(reports) - passed} failed")
+                failed = not all(report.passed for report in reports)
+    finally:
+        if server is not None:
+            server.close()
+    if failed:
+        sys.exit(1)
+
+
+def _format_load(summary: dict, concurrency: int) -> str:
+    latency = summary["latency_ms"]
+    return (
+        f"{summary['calls']} runs ({concurrency} at a time) in {summary['seconds']} s: "
+        f"{summary['completed']} completed, {summary['failed']} failed\n"
+        f"webhooks: {summary['webhooks']}; latency ms p50 {latency['p50']}, p95 {latency['p95']}, "
+        f"p99 {latency['p99']}, max {latency['max']}\n"
+        f"tickets read out: {summary['tickets']}, distinct: {summary['distinct_tickets']}"
+    )
+
+
+@main.command()
+@click.option("--base-url", default=None, help="A running server; default: start the app here.")
+@click.option("--token", default=None, help="Auth token to sign with.")
+@click.option(
+    "--line",
+    type=click.Choice(["domestic", "international"]),
+    default="domestic",
+    show_default=True,
+    help="Which number to call.",
+)
+@click.option(
+    "--from", "from_", default="+79161234567", show_default=True, help="The caller's number."
+)
+@click.option("--at", default=None, help="Place the call at this instant (ISO-8601 with offset).")
+def call(base_url, token, line, from_, at):
+    """Call the IVR from the terminal: read what it says, type keys or a WAV path."""
+    from ivr.devserver import LocalServer
+    from ivr.emulator import EmulatedCall, HttpTransport, MediaServer
+    from ivr.hours import parse_instant
+    from ivr.scenarios import LINES, heard_ticket
+
+    if at:
+        try:
+            parse_instant(at)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+    server = None
+    if base_url is None:
+        server = LocalServer()
+        base_url, token = server.base_url, server.auth_token
+        click.echo(f"(started the IVR on {base_url} with the demo roster)")
+    else:
+        token = _auth_token(token)
+    media = MediaServer()
+    emulated = EmulatedCall(
+        HttpTransport(), base_url, token, to=LINES[line], from_=from_, at=at, media=media
+    )
+    shown = 0
+    try:
+        emulated.start()
+        while True:
+            for item in emulated.result.heard[shown:]:
+                if item.kind in ("say", "queue"):
+                    click.echo(f"IVR: {item.text}")
+                elif item.kind in ("dial", "enqueue", "record", "play", "error"):
+                    click.echo(f"  [{item.kind}: {item.text}]")
+            shown = len(emulated.result.heard)
+            if emulated.result.ended or emulated.waiting_for is None:
+                break
+            hint = (
+                "keys, Enter = silence, h = hang up"
+                if emulated.waiting_for == "Gather"
+                else "path to a WAV/MP3 to say, Enter = silence, # = skip, h = hang up"
+            )
+            answer = click.prompt(f"[{hint}]", default="", show_default=False).strip()
+            if answer == "h":
+                emulated.hang_up()
+            elif not answer:
+                emulated.silence()
+            elif emulated.waiting_for == "Record" and answer != "#":
+                if not Path(answer).is_file():
+                    click.echo(f"no such file: {answer}")
+                    continue
+                emulated.speak(answer)
+            else:
+                emulated.press(answer)
+        if not emulated.result.ended:
+            emulated.hang_up()
+        emulated.wait_for_callbacks()
+        click.echo(
+            f"call ended: {emulated.result.end}; ticket {heard_ticket(emulated.result) or '-'}"
+            f"; call SID {emulated.result.call_sid}"
+        )
+    except (click.Abort, EOFError):
+        emulated.hang_up()
+        click.echo("\ncaller hung up")
+    finally:
+        media.close()
+        if server is not None:
+            server.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

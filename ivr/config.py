@@ -48,6 +48,7 @@ class Settings:
     prompts_dir: str = ""
     max_request_bytes: int = 64 * 1024
     secret_key: str = ""
+    allow_simulated_time: bool = False
 
     @property
     def opening_hours(self) -> OpeningHours:
@@ -121,6 +122,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for variable, name in plain.items():
         if env.get(variable):
             values[name] = env[variable].strip()
+    if env.get("IVR_ALLOW_SIMULATED_TIME"):
+        values["allow_simulated_time"] = env["IVR_ALLOW_SIMULATED_TIME"].strip().lower() in (
+            "1",
+            "true",
+            "yes",
+        )
     if env.get("IVR_NOW"):
         try:
             values["now"] = parse_instant(env["IVR_NOW"])

@@ -50,7 +50,8 @@ MIGRATIONS: tuple[str, ...] = (
         ticket_number TEXT,
         operator_id INTEGER REFERENCES operators(id),
         operator_name TEXT,
-        after_hours INTEGER NOT NULL DEFAULT 0
+        after_hours INTEGER NOT NULL DEFAULT 0,
+        simulated_now TEXT
     );
     CREATE INDEX calls_started_at ON calls(started_at);
     CREATE INDEX calls_order_number ON calls(order_number);

@@ -1,22 +1,34 @@
 """Plays Twilio's part: posts signed webhooks with Twilio's parameters and executes the TwiML.
 
-Used by the tests and by developers to drive whole calls offline. A transport carries the
-requests: real HTTP to a running server (`HttpTransport`), or a Flask test client.
+Used by the tests, `ivr call` and `ivr simulate` to drive whole calls offline. A transport
+carries the requests: real HTTP to a running server (`HttpTransport`) or a Flask test client.
+Recordings are served over real HTTP on loopback by `MediaServer`, as Twilio's media host
+serves them.
 """
 
 from __future__ import annotations
 
+import base64
 import secrets
+import subprocess
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import wave
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Protocol
 
 from twilio.request_validator import RequestValidator
 
 API_VERSION = "2010-04-01"
+MAX_REQUESTS_PER_CALL = 300
+FINISH_ON_KEY_DEFAULT = "#"
+RECORD_FINISH_DEFAULT = "1234567890*#"
 
 
 class Transport(Protocol):
@@ -28,15 +40,17 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """Real HTTP, as Twilio's servers would send it."""
+    """Real HTTP, as Twilio's servers send it."""
 
     def __init__(self, timeout: float = 15.0):
         self.timeout = timeout
 
     def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
         """POST a form over HTTP and return (status, body)."""
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"not an http(s) URL: {url}")
         data = urllib.parse.urlencode(params).encode()
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")  # noqa: S310
         request.add_header("Content-Type", "application/x-www-form-urlencoded")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
@@ -56,10 +70,7 @@ class FlaskTransport:
         parts = urllib.parse.urlsplit(url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         response = self.client.post(
-            path,
-            data=params,
-            headers=headers,
-            base_url=f"{parts.scheme}://{parts.netloc}",
+            path, data=params, headers=headers, base_url=f"{parts.scheme}://{parts.netloc}"
         )
         return response.status_code, response.get_data(as_text=True)
 
@@ -74,18 +85,175 @@ def sign(auth_token: str, url: str, params: dict[str, str]) -> str:
     return RequestValidator(auth_token).compute_signature(url, params)
 
 
+def parse_twiml(body: str) -> ElementTree.Element:
+    """Parse a TwiML document from the service under test (our own server, not the internet)."""
+    return ElementTree.fromstring(body)  # noqa: S314
+
+
+# Recordings ------------------------------------------------------------------------------
+
+
+@dataclass
+class Recording:
+    """One recording as Twilio's media host holds it."""
+
+    sid: str
+    account_sid: str
+    data: bytes
+    content_type: str
+    duration: int
+    not_ready_fetches: int = 0
+    fetches: int = 0
+
+
+class MediaServer:
+    """Serves recordings over HTTP on loopback like api.twilio.com's Recordings resource.
+
+    `RecordingUrl` (no extension) and `RecordingUrl.wav` return the WAV, `.mp3` an MP3
+    (transcoded with ffmpeg). A recording can answer 404 for its first N fetches, as
+    Twilio does while a recording is still being processed. With credentials set, the
+    host wants HTTP basic auth (AccountSid:AuthToken), as with Twilio's "HTTP auth for
+    media" setting.
+    """
+
+    def __init__(self, credentials: tuple[str, str] | None = None):
+        self.recordings: dict[str, Recording] = {}
+        self.requests: list[tuple[str, int]] = []
+        self.credentials = credentials
+        self._lock = threading.Lock()
+        media = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                status, body, content_type = media.fetch(self.path, self.headers)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # keep test output quiet
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:PORT"""
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def add(
+        self, account_sid: str, path: Path, not_ready_fetches: int = 0
+    ) -> tuple[str, Recording]:
+        """Host an audio file as a new recording; returns (RecordingUrl, recording)."""
+        data = path.read_bytes()
+        sid = new_sid("RE")
+        recording = Recording(
+            sid=sid,
+            account_sid=account_sid,
+            data=data,
+            content_type="audio/mpeg" if path.suffix.lower() == ".mp3" else "audio/x-wav",
+            duration=audio_duration(path),
+            not_ready_fetches=not_ready_fetches,
+        )
+        with self._lock:
+            self.recordings[sid] = recording
+        return f"{self.base_url}/{API_VERSION}/Accounts/{account_sid}/Recordings/{sid}", recording
+
+    def fetch(self, path: str, headers) -> tuple[int, bytes, str]:
+        """Answer one GET for a recording."""
+        parts = urllib.parse.urlsplit(path).path.strip("/").split("/")
+        sid, extension = (parts[-1].split(".", 1) + [""])[:2] if parts else ("", "")
+        with self._lock:
+            recording = self.recordings.get(sid)
+            self.requests.append((path, 0))
+            if recording is None or parts[:2] != [API_VERSION, "Accounts"]:
+                return 404, b'{"status": 404, "message": "not found"}', "application/json"
+            if self.credentials and not self._authorised(headers):
+                return 401, b'{"status": 401, "message": "auth required"}', "application/json"
+            recording.fetches += 1
+            if recording.fetches <= recording.not_ready_fetches:
+                return 404, b'{"status": 404, "message": "not ready"}', "application/json"
+        if extension in ("", "wav"):
+            if recording.content_type == "audio/x-wav":
+                return 200, recording.data, "audio/x-wav"
+            return 200, transcode(recording.data, "wav"), "audio/x-wav"
+        if extension == "mp3":
+            if recording.content_type == "audio/mpeg":
+                return 200, recording.data, "audio/mpeg"
+            return 200, transcode(recording.data, "mp3"), "audio/mpeg"
+        return 404, b'{"status": 404}', "application/json"
+
+    def _authorised(self, headers) -> bool:
+        expected = "Basic " + base64.b64encode(":".join(self.credentials).encode()).decode()
+        return secrets.compare_digest(headers.get("Authorization", ""), expected)
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def audio_duration(path: Path) -> int:
+    """Whole seconds of audio (WAV from its header; anything else via ffprobe)."""
+    try:
+        with wave.open(str(path), "rb") as audio:
+            return max(1, round(audio.getnframes() / audio.getframerate()))
+    except (wave.Error, EOFError, ZeroDivisionError):
+        pass
+    try:
+        output = subprocess.run(
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "csv=p=0",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        ).stdout.strip()
+        return max(1, round(float(output)))
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return 1
+
+
+def transcode(data: bytes, target: str) -> bytes:
+    """Convert audio bytes to WAV or MP3 with ffmpeg (as Twilio serves either)."""
+    result = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", target, "pipe:1"],
+        input=data,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return result.stdout
+
+
+# The call --------------------------------------------------------------------------------
+
+
 @dataclass
 class Heard:
-    """One thing the caller heard or did, in order."""
+    """One thing that happened on the call, in order, from the caller's side."""
 
-    kind: str  # "say", "keys", "silence", "dial", "enqueue", "queue_position", "hangup"
+    kind: str  # say, play, keys, silence, speak, record, dial, enqueue, queue, hangup, error
     text: str
     language: str = ""
 
 
 @dataclass
 class CallResult:
-    """How the call went, from the caller's side."""
+    """How the call went."""
 
     call_sid: str
     heard: list[Heard] = field(default_factory=list)
@@ -93,11 +261,27 @@ class CallResult:
     connected_to: str | None = None
     queue: str | None = None
     statuses: list[int] = field(default_factory=list)
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    recordings: list[str] = field(default_factory=list)
 
     @property
     def transcript(self) -> str:
         """Everything said to the caller, one line per <Say>."""
         return "\n".join(item.text for item in self.heard if item.kind == "say")
+
+    @property
+    def end(self) -> str:
+        """Where the call ended: connected, queued, hung_up (by the IVR or the caller), live."""
+        if not self.ended:
+            return "connected" if self.connected_to else "live"
+        if self.errors:
+            return "error"
+        if self.connected_to and not self.queue:
+            return "connected"
+        if self.queue:
+            return "queued"
+        return "hung_up"
 
 
 class EmulatedCall:
@@ -114,6 +298,11 @@ class EmulatedCall:
         call_sid: str | None = None,
         dial_status: str = "completed",
         queue_result: str = "bridged",
+        at: str | None = None,
+        media: MediaServer | None = None,
+        recording_not_ready_fetches: int = 0,
+        recording_callback_delay: float = 0.05,
+        deliveries: int = 1,
     ):
         self.transport = transport
         self.base_url = base_url.rstrip("/")
@@ -122,13 +311,21 @@ class EmulatedCall:
         self.account_sid = account_sid or new_sid("AC")
         self.result = CallResult(call_sid or new_sid("CA"))
         self.dial_status, self.queue_result = dial_status, queue_result
+        self.at = at
+        self.media = media
+        self.recording_not_ready_fetches = recording_not_ready_fetches
+        self.recording_callback_delay = recording_callback_delay
+        self.deliveries = deliveries
         self._document_url = ""
         self._pending: list[ElementTree.Element] = []
-        self._gather: ElementTree.Element | None = None
+        self._waiting: ElementTree.Element | None = None  # a <Gather> or <Record>
+        self._dialling: ElementTree.Element | None = None  # a <Dial> the caller is on
+        self._started = time.monotonic()
+        self._callbacks: list[threading.Thread] = []
         self.last_status = 0
         self.last_body = ""
 
-    # Requests --------------------------------------------------------------------------
+    # Requests ----------------------------------------------------------------------------
 
     def base_params(self, status: str = "in-progress") -> dict[str, str]:
         """The parameters Twilio sends with every voice webhook."""
@@ -146,16 +343,28 @@ class EmulatedCall:
             "ToCountry": "RU",
         }
 
-    def post(self, url: str, extra: dict[str, str] | None = None, status: str = "in-progress"):
-        """Post a signed webhook; returns (status, body)."""
-        absolute = urllib.parse.urljoin(self.base_url + "/", url)
+    def post(
+        self, url: str, extra: dict[str, str] | None = None, status: str = "in-progress"
+    ) -> tuple[int, str, str]:
+        """Post a signed webhook (repeated `deliveries` times, as Twilio's retries would)."""
+        if len(self.result.statuses) >= MAX_REQUESTS_PER_CALL:
+            raise RuntimeError(f"more than {MAX_REQUESTS_PER_CALL} requests: a redirect loop?")
+        absolute = urllib.parse.urljoin((self._document_url or self.base_url + "/"), url)
         params = {**self.base_params(status), **(extra or {})}
         headers = {
             "X-Twilio-Signature": sign(self.auth_token, absolute, params),
             "I-Twilio-Idempotency-Token": secrets.token_hex(16),
             "User-Agent": "TwilioProxy/1.1",
         }
-        status_code, body = self.transport.post(absolute, params, headers)
+        answers = []
+        for _ in range(self.deliveries):
+            started = time.perf_counter()
+            answers.append(self.transport.post(absolute, params, headers))
+            path = urllib.parse.urlsplit(absolute).path
+            self.result.latencies.append((path, time.perf_counter() - started))
+        status_code, body = answers[0]
+        if any(answer != answers[0] for answer in answers[1:]):
+            self.result.errors.append(f"duplicate deliveries of {absolute} got different answers")
         self.result.statuses.append(status_code)
         self.last_status, self.last_body = status_code, body
         return status_code, body, absolute
@@ -163,67 +372,128 @@ class EmulatedCall:
     def _fetch(self, url: str, extra: dict[str, str] | None = None, status: str = "in-progress"):
         status_code, body, absolute = self.post(url, extra, status)
         if status_code != 200:
-            # Twilio plays its application-error message and ends the call.
+            # Twilio says "an application error has occurred" and ends the call.
+            self.result.errors.append(f"HTTP {status_code} from {absolute}")
             self.result.heard.append(Heard("error", f"HTTP {status_code}"))
             self._finish()
             return
         self._document_url = absolute
-        root = ElementTree.fromstring(body)
+        try:
+            root = parse_twiml(body)
+        except ElementTree.ParseError as error:
+            self.result.errors.append(f"invalid TwiML from {absolute}: {error}")
+            self._finish()
+            return
         self._pending = list(root)
         self._run()
 
     # The caller's actions ----------------------------------------------------------------
 
     def start(self) -> EmulatedCall:
-        """Twilio answers: POST /twilio/voice."""
-        self._fetch("/twilio/voice", status="ringing")
-        return self
-
-    def press(self, keys: str) -> EmulatedCall:
-        """Type keys at the pending <Gather>, as Twilio collects them."""
-        gather = self._require_gather()
-        self.result.heard.append(Heard("keys", keys))
-        finish = gather.get("finishOnKey", "#")
-        digits, finished_on = keys, ""
-        if finish and finish in keys:
-            digits, finished_on = keys.split(finish, 1)[0], finish
-        limit = gather.get("numDigits")
-        if limit and limit.isdigit() and len(digits) >= int(limit):
-            digits, finished_on = digits[: int(limit)], ""
-        if not digits and not gather.get("actionOnEmptyResult") == "true":
-            # Empty input: Twilio treats it like a time-out and runs the next verb.
-            return self.silence()
-        self._gather = None
-        extra = {"Digits": digits, "msg": "Gather End"}
-        if finished_on:
-            extra["FinishedOnKey"] = finished_on
-        self._fetch(gather.get("action") or self._document_url, extra)
-        return self
-
-    def silence(self) -> EmulatedCall:
-        """Say nothing: the <Gather> times out and Twilio goes on with the next verb."""
-        self._require_gather()
-        self.result.heard.append(Heard("silence", ""))
-        self._gather = None
-        self._run()
-        return self
-
-    def hang_up(self) -> EmulatedCall:
-        """The caller hangs up."""
-        self._gather = None
-        self._pending = []
-        self._finish()
+        """Twilio answers: POST /twilio/voice (at the scenario's instant, if one is set)."""
+        url = self.base_url + "/twilio/voice"
+        if self.at:
+            url += "?" + urllib.parse.urlencode({"simulated_now": self.at})
+        self._fetch(url, status="ringing")
         return self
 
     @property
-    def waiting_for_input(self) -> bool:
-        """Whether a <Gather> is waiting for the caller."""
-        return self._gather is not None
+    def waiting_for(self) -> str | None:
+        """'Gather' or 'Record' when the IVR waits for the caller, else None."""
+        return self._waiting.tag if self._waiting is not None else None
 
-    def _require_gather(self) -> ElementTree.Element:
-        if self._gather is None:
-            raise RuntimeError("the IVR is not waiting for keys now")
-        return self._gather
+    def press(self, keys: str) -> EmulatedCall:
+        """Type keys at the pending <Gather> (or end a <Record> with a key)."""
+        verb = self._require_waiting()
+        self.result.heard.append(Heard("keys", keys))
+        if verb.tag == "Record":
+            return self._record_ended_by_key(verb, keys)
+        finish = verb.get("finishOnKey", FINISH_ON_KEY_DEFAULT)
+        digits, finished_on = keys, ""
+        if finish and finish in keys:
+            digits, finished_on = keys.split(finish, 1)[0], finish
+        limit = verb.get("numDigits")
+        if limit and limit.isdigit() and len(digits) >= int(limit):
+            digits, finished_on = digits[: int(limit)], ""
+        if not digits and verb.get("actionOnEmptyResult") != "true":
+            # Nothing typed: Twilio treats it as a time-out and runs the next verb.
+            self._waiting = None
+            self._run()
+            return self
+        self._waiting = None
+        extra = {"Digits": digits, "msg": "Gather End"}
+        if finished_on:
+            extra["FinishedOnKey"] = finished_on
+        self._fetch(verb.get("action") or self._document_url, extra)
+        return self
+
+    def silence(self) -> EmulatedCall:
+        """Say and type nothing: the <Gather> times out / the <Record> is empty."""
+        verb = self._require_waiting()
+        self.result.heard.append(Heard("silence", ""))
+        self._waiting = None
+        if verb.tag == "Record":
+            self._recording_status_callback(verb, None, "absent")
+        self._run()
+        return self
+
+    def speak(self, audio: str | Path) -> EmulatedCall:
+        """Speak: at a <Record>, the audio file becomes the recording; a DTMF <Gather>
+        does not listen to speech, so there it is a time-out."""
+        verb = self._require_waiting()
+        self.result.heard.append(Heard("speak", str(audio)))
+        if verb.tag != "Record" or "speech" in verb.get("input", ""):
+            self._waiting = None
+            self._run()
+            return self
+        if self.media is None:
+            raise RuntimeError("speaking into a <Record> needs a MediaServer for the recordings")
+        url, recording = self.media.add(
+            self.account_sid, Path(audio), self.recording_not_ready_fetches
+        )
+        self.result.recordings.append(url)
+        self._waiting = None
+        self._recording_status_callback(verb, (url, recording), "completed")
+        self._fetch(
+            verb.get("action") or self._document_url,
+            {
+                "RecordingUrl": url,
+                "RecordingSid": recording.sid,
+                "RecordingDuration": str(recording.duration),
+            },
+        )
+        return self
+
+    def hang_up(self) -> EmulatedCall:
+        """The caller hangs up (also ends a connected <Dial>)."""
+        self._waiting = None
+        self._pending = []
+        if self._dialling is not None:
+            verb, self._dialling = self._dialling, None
+            self.result.heard.append(Heard("keys", "hangup"))
+            if verb.get("action"):
+                self.post(verb.get("action"), self._dial_params("completed"))
+        self._finish()
+        return self
+
+    def fallback(self, error_code: str = "11200") -> EmulatedCall:
+        """Twilio could not use the last answer and calls the number's fallback URL."""
+        self._waiting = None
+        self._fetch(
+            self.base_url + "/twilio/fallback",
+            {"ErrorCode": error_code, "ErrorUrl": self._document_url},
+        )
+        return self
+
+    def wait_for_callbacks(self, timeout: float = 10.0) -> None:
+        """Let background callbacks (recording status) finish."""
+        for thread in self._callbacks:
+            thread.join(timeout)
+
+    def _require_waiting(self) -> ElementTree.Element:
+        if self._waiting is None:
+            raise RuntimeError("the IVR is not waiting for the caller now")
+        return self._waiting
 
     # Executing TwiML ---------------------------------------------------------------------
 
@@ -231,19 +501,25 @@ class EmulatedCall:
         while self._pending and not self.result.ended:
             verb = self._pending.pop(0)
             if verb.tag == "Say":
-                self.result.heard.append(Heard("say", verb.text or "", verb.get("language", "")))
-            elif verb.tag == "Gather":
+                self._say(verb)
+            elif verb.tag == "Play":
+                self.result.heard.append(Heard("play", (verb.text or "").strip()))
+            elif verb.tag == "Pause":
+                continue
+            elif verb.tag in ("Gather", "Record"):
                 for child in verb:
                     if child.tag == "Say":
-                        self.result.heard.append(
-                            Heard("say", child.text or "", child.get("language", ""))
-                        )
-                self._gather = verb
+                        self._say(child)
+                    elif child.tag == "Play":
+                        self.result.heard.append(Heard("play", (child.text or "").strip()))
+                if verb.tag == "Record":
+                    self.result.heard.append(Heard("record", verb.get("maxLength", "3600")))
+                self._waiting = verb
                 return
             elif verb.tag == "Redirect":
-                self._fetch(verb.text or self._document_url)
+                self._fetch((verb.text or "").strip() or self._document_url)
                 return
-            elif verb.tag == "Hangup":
+            elif verb.tag in ("Hangup", "Reject"):
                 self._finish()
                 return
             elif verb.tag == "Dial":
@@ -252,27 +528,37 @@ class EmulatedCall:
             elif verb.tag == "Enqueue":
                 self._enqueue(verb)
                 return
-        if not self._pending and self._gather is None and not self.result.ended:
-            self._finish()  # end of document: Twilio hangs up
+            else:
+                self.result.errors.append(f"unsupported TwiML verb <{verb.tag}>")
+        if not self._pending and self._waiting is None and not self.result.ended:
+            if self._dialling is None:
+                self._finish()  # end of document: Twilio hangs up
+
+    def _say(self, verb: ElementTree.Element) -> None:
+        self.result.heard.append(Heard("say", (verb.text or "").strip(), verb.get("language", "")))
+
+    def _dial_params(self, status: str) -> dict[str, str]:
+        return {
+            "DialCallStatus": status,
+            "DialCallSid": new_sid("CA"),
+            "DialCallDuration": "42" if status == "completed" else "0",
+        }
 
     def _dial(self, verb: ElementTree.Element) -> None:
         endpoint = next(iter(verb), None)
-        target = (endpoint.text or "").strip() if endpoint is not None else (verb.text or "")
+        target = (
+            (endpoint.text or "").strip() if endpoint is not None else (verb.text or "").strip()
+        )
         if endpoint is not None and endpoint.tag == "Client":
             target = "client:" + target
         self.result.connected_to = target
         self.result.heard.append(Heard("dial", target))
-        action = verb.get("action")
-        if action:
-            self._fetch(
-                action,
-                {
-                    "DialCallStatus": self.dial_status,
-                    "DialCallSid": new_sid("CA"),
-                    "DialCallDuration": "42" if self.dial_status == "completed" else "0",
-                },
-            )
-        elif not self.result.ended:
+        if self.dial_status == "in-progress":
+            self._dialling = verb  # the caller talks to the operator until hang_up()
+            return
+        if verb.get("action"):
+            self._fetch(verb.get("action"), self._dial_params(self.dial_status))
+        else:
             self._run()
 
     def _enqueue(self, verb: ElementTree.Element) -> None:
@@ -281,8 +567,8 @@ class EmulatedCall:
         self.result.heard.append(Heard("enqueue", queue))
         wait_url = verb.get("waitUrl")
         if wait_url:
-            _, body, _ = self.post(
-                urllib.parse.urljoin(self._document_url, wait_url),
+            status_code, body, _ = self.post(
+                wait_url,
                 {
                     "QueuePosition": "1",
                     "QueueSid": new_sid("QU"),
@@ -292,36 +578,85 @@ class EmulatedCall:
                     "MaxQueueSize": "100",
                 },
             )
-            if self.last_status == 200:
-                for say in ElementTree.fromstring(body).iter("Say"):
-                    self.result.heard.append(Heard("queue_position", say.text or ""))
-        action = verb.get("action")
-        if action:
+            if status_code == 200:
+                for say in parse_twiml(body).iter("Say"):
+                    self.result.heard.append(Heard("queue", (say.text or "").strip()))
+            else:
+                self.result.errors.append(f"HTTP {status_code} from the queue wait URL")
+        if verb.get("action"):
             self._fetch(
-                action,
+                verb.get("action"),
                 {"QueueResult": self.queue_result, "QueueSid": new_sid("QU"), "QueueTime": "30"},
             )
         else:
             self._finish()
+
+    def _record_ended_by_key(self, verb: ElementTree.Element, keys: str) -> EmulatedCall:
+        # A key before any speech leaves an empty recording: no action request, next verb.
+        self._waiting = None
+        self._recording_status_callback(verb, None, "absent")
+        self._run()
+        return self
+
+    def _recording_status_callback(self, verb, recording, status: str) -> None:
+        url = verb.get("recordingStatusCallback")
+        events = verb.get("recordingStatusCallbackEvent", "completed").split()
+        if not url or status not in events:
+            return
+        params = {
+            "RecordingStatus": status,
+            "RecordingSource": "RecordVerb",
+            "RecordingChannels": "1",
+            "RecordingStartTime": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+        }
+        if recording is not None:
+            recording_url, item = recording
+            params.update(
+                RecordingUrl=recording_url,
+                RecordingSid=item.sid,
+                RecordingDuration=str(item.duration),
+            )
+        else:
+            params.update(RecordingSid=new_sid("RE"), RecordingDuration="0")
+        absolute = urllib.parse.urljoin(self._document_url, url)
+
+        def deliver() -> None:
+            time.sleep(self.recording_callback_delay)
+            status_code, _, _ = self.post(absolute, params)
+            if status_code >= 400:
+                self.result.errors.append(f"HTTP {status_code} from recording status callback")
+
+        thread = threading.Thread(target=deliver, daemon=True)
+        self._callbacks.append(thread)
+        thread.start()
 
     def _finish(self) -> None:
         if self.result.ended:
             return
         self.result.ended = True
         self.result.heard.append(Heard("hangup", ""))
-        self.post(
-            "/twilio/status",
-            {"CallDuration": "60", "SequenceNumber": "0", "CallbackSource": "call-progress-events"},
+        duration = max(1, round(time.monotonic() - self._started))
+        status_code, _, _ = self.post(
+            self.base_url + "/twilio/status",
+            {
+                "CallDuration": str(duration),
+                "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+                "CallbackSource": "call-progress-events",
+                "SequenceNumber": "0",
+            },
             status="completed",
         )
+        if status_code >= 400:
+            self.result.errors.append(f"HTTP {status_code} from the status callback")
 
 
 def as_dict(result: CallResult) -> dict[str, Any]:
     """A JSON-ready summary of a call."""
     return {
         "call_sid": result.call_sid,
-        "ended": result.ended,
+        "end": result.end,
         "connected_to": result.connected_to,
         "queue": result.queue,
+        "errors": result.errors,
         "heard": [item.__dict__ for item in result.heard],
     }

@@ -101,3 +101,29 @@ def db(app, db_path):
 
 def moscow(text: str) -> datetime:
     return parse_instant(text)
+
+
+@pytest.fixture
+def run_scenario():
+    """Run a scenario file against a fresh app on loopback (real HTTP, real waitress).
+
+    Returns (report, calls) where calls is what `ivr calls list --json` prints.
+    """
+    from ivr.cli import call_record
+    from ivr.devserver import LocalServer
+    from ivr.scenarios import Runner, load_scenario
+
+    servers = []
+
+    def run(path):
+        server = LocalServer()
+        servers.append(server)
+        with Runner(server.base_url, server.auth_token, server.db_path) as runner:
+            report = runner.run(load_scenario(path))
+        with database.connect(server.db_path) as db:
+            calls = [call_record(row) for row in database.list_calls(db, limit=1000)]
+        return report, calls
+
+    yield run
+    for server in servers:
+        server.close()

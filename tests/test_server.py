@@ -10,8 +10,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from conftest import AUTH_TOKEN, OPEN_NOW, add_operators
+
 from ivr.emulator import EmulatedCall, HttpTransport
 from ivr.tickets import is_valid_ticket_number
 
@@ -22,6 +22,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for(base: str, process: subprocess.Popen) -> str:
+    """Wait until the server answers /healthz; returns its base URL."""
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=1)  # noqa: S310
+            return base
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail("ivr serve did not start")
 
 
 @pytest.fixture
@@ -45,16 +59,7 @@ def server(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)  # noqa: S310
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("ivr serve did not start")
+    base = wait_for(f"http://127.0.0.1:{port}", process)
     yield {"base": base, "env": env}
     process.terminate()
     process.wait(10)

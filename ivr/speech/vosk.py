@@ -620,7 +620,7 @@ class SpeechEngine:
             "workers": {
                 "configured": self._size,
                 "alive": alive,
-                "idle": self._idle.qsize(),
+                "idle": 0 if closed else self._idle.qsize(),
                 "pids": [worker.pid for worker in workers],
                 **counters,
             },
@@ -634,7 +634,12 @@ class SpeechEngine:
         grammar: list[str] | None = None,
         timeout: float = 10.0,
     ) -> Recognition:
-        """Decode mono s16le PCM at the model's rate; grammar=None means free speech."""
+        """Decode mono s16le PCM at the model's rate; grammar=None means free speech.
+
+        ``timeout`` bounds the wait for a free worker (then reason "busy") and, separately,
+        the decode itself (then the worker is killed and replaced: reason "timeout").
+        An empty grammar raises ValueError (GrammarError) here, before any worker sees it.
+        """
         job = self._prepare(pcm, language, grammar)
         return self._execute(job, timeout, time.monotonic())
 

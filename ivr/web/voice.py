@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator
 from ivr import db as database
 from ivr import flow, get_db
 from ivr.config import Settings
-from ivr.hours import Clock, is_open, next_opening
+from ivr.hours import Clock, is_open, next_opening, parse_instant
 from ivr.operators import choose_operator, operator_from_row
 from ivr.prompts import Prompts
 from ivr.tickets import new_ticket_number
@@ -55,11 +55,10 @@ def _twiml(body: str) -> Response:
 
 def _signed_url() -> str:
     """The URL Twilio signed: the public URL when we sit behind a proxy, else what we saw."""
+    query = request.query_string.decode("latin-1")  # exactly as sent, not re-encoded
+    suffix = request.path + (f"?{query}" if query else "")
     public = _settings().public_url
-    if not public:
-        return request.url
-    query = request.query_string.decode("latin-1")
-    return public.rstrip("/") + request.path + (f"?{query}" if query else "")
+    return (public.rstrip("/") if public else request.root_url.rstrip("/")) + suffix
 
 
 @bp.before_request
@@ -134,7 +133,8 @@ class CallContext:
     def __init__(self, db, call: dict[str, Any], now: datetime):
         self.db = db
         self.call = call
-        self.now = now
+        # A simulated call lives at the instant it was placed "at" (see _simulated_now).
+        self.now = parse_instant(call["simulated_now"]) if call.get("simulated_now") else now
         self.seq = call["seq"]
         self.state = flow.CallState.from_dict(json.loads(call["state"]))
 
@@ -310,7 +310,7 @@ def incoming_call() -> Response:
     to_number, from_number = _field("To"), _field("From")
 
     def work(db) -> str:
-        now = _clock().now()
+        now = _simulated_now() or _clock().now()
         if database.get_call(db, call_sid) is not None:
             # Known call without a stored answer for seq 0: re-present where it is.
             return _reprompt(CallContext(db, database.get_call(db, call_sid), now))
@@ -346,6 +346,20 @@ def incoming_call() -> Response:
         return context.advance(flow.CallStarted(line=line, is_open=open_now))
 
     return _handle("voice", call_sid, 0, work)
+
+
+def _simulated_now() -> datetime | None:
+    """The instant a simulated call is placed at (`?simulated_now=` on the signed URL).
+
+    Honoured only when IVR_ALLOW_SIMULATED_TIME is on (emulator runs); never in production.
+    """
+    text = request.args.get("simulated_now", "")
+    if not text or not _settings().allow_simulated_time:
+        return None
+    try:
+        return parse_instant(text)
+    except ValueError:
+        abort(400, description="simulated_now is not an ISO-8601 instant")
 
 
 def _reprompt(context: CallContext) -> str:

@@ -1,0 +1,67 @@
+"""Run the app on loopback in this process: for `ivr call`, `ivr simulate` and the tests."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import threading
+from pathlib import Path
+
+import waitress
+
+from ivr import create_app
+from ivr import db as database
+from ivr.demo import seed_demo_roster
+
+
+class LocalServer:
+    """The real app on the real WSGI server (waitress), on 127.0.0.1 and a free port."""
+
+    def __init__(
+        self,
+        db_path: str | None = None,
+        auth_token: str | None = None,
+        threads: int = 16,
+        demo_roster: bool = True,
+        **settings,
+    ):
+        self._tmp = None
+        if db_path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ivr-")
+            db_path = str(Path(self._tmp.name) / "ivr.sqlite3")
+        self.db_path = db_path
+        self.auth_token = auth_token or secrets.token_hex(16)
+        config = {
+            "db_path": db_path,
+            "auth_token": self.auth_token,
+            "allow_simulated_time": True,
+            **settings,
+        }
+        self.app = create_app(config)
+        if demo_roster:
+            with database.connect(db_path) as db:
+                seed_demo_roster(db)
+        self.server = waitress.create_server(
+            self.app, host="127.0.0.1", port=0, threads=threads, ident="ivr"
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:PORT"""
+        return f"http://127.0.0.1:{self.server.effective_port}"
+
+    def close(self) -> None:
+        """Stop serving (after the requests in flight) and remove the temporary database."""
+        self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
+        self.server.close()
+        self.thread.join(5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
