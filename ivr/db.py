@@ -93,6 +93,77 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     """,
+    # 2: speech (recordings, recognitions, ticket descriptions) and the operator console.
+    """
+    CREATE TABLE recordings (
+        sid TEXT PRIMARY KEY,
+        call_sid TEXT NOT NULL REFERENCES calls(call_sid),
+        purpose TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        url TEXT,
+        status TEXT NOT NULL DEFAULT 'pending',
+        duration REAL,
+        local_path TEXT,
+        bytes INTEGER,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX recordings_call ON recordings(call_sid);
+    CREATE INDEX recordings_created ON recordings(created_at);
+    CREATE TABLE recognitions (
+        id INTEGER PRIMARY KEY,
+        call_sid TEXT NOT NULL REFERENCES calls(call_sid),
+        recording_sid TEXT REFERENCES recordings(sid),
+        purpose TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        language TEXT NOT NULL,
+        mode TEXT,
+        model TEXT,
+        status TEXT NOT NULL DEFAULT 'pending',
+        ok INTEGER,
+        reason TEXT,
+        text TEXT,
+        digits TEXT,
+        confidence REAL,
+        words TEXT,
+        audio_seconds REAL,
+        processing_seconds REAL,
+        created_at TEXT NOT NULL,
+        completed_at TEXT
+    );
+    CREATE INDEX recognitions_call ON recognitions(call_sid, id);
+    CREATE UNIQUE INDEX recognitions_recording ON recognitions(recording_sid);
+    ALTER TABLE tickets ADD COLUMN description TEXT;
+    ALTER TABLE tickets ADD COLUMN description_confidence REAL;
+    CREATE TABLE ticket_notes (
+        id INTEGER PRIMARY KEY,
+        ticket_number TEXT NOT NULL REFERENCES tickets(number),
+        operator_id INTEGER REFERENCES operators(id),
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX ticket_notes_ticket ON ticket_notes(ticket_number, id);
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        operator_id INTEGER REFERENCES operators(id),
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_log_at ON audit_log(at);
+    CREATE TABLE login_attempts (
+        id INTEGER PRIMARY KEY,
+        login TEXT NOT NULL,
+        remote_addr TEXT,
+        at TEXT NOT NULL,
+        ok INTEGER NOT NULL
+    );
+    CREATE INDEX login_attempts_login ON login_attempts(login, at);
+    CREATE INDEX calls_ticket ON calls(ticket_number);
+    CREATE INDEX calls_outcome ON calls(outcome, started_at);
+    """,
 )
 
 
