@@ -14,17 +14,21 @@ from ivr.config import Settings, default_prompts_dir, load_settings
 from ivr.hours import Clock
 from ivr.logs import configure_logging
 from ivr.prompts import load_prompts
+from ivr.web.auth import configure_sessions
 
 log = logging.getLogger("ivr.app")
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, database, prompts, clock, blueprints."""
+def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = None) -> Flask:
+    """Build the app: settings, database, prompts, clock, speech, blueprints.
+
+    `speech_engine` replaces the Vosk engine the settings would build (tests script it).
+    """
     configure_logging()
     settings: Settings = load_settings().with_overrides(dict(config or {}))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.config["SECRET_KEY"] = settings.secret_key or None
+    configure_sessions(app, settings)  # secret key (IVR_SECRET_KEY or instance/secret-key)
     app.extensions["ivr.settings"] = settings
     app.extensions["ivr.clock"] = Clock(fixed=settings.now)
     prompts_dir = Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
@@ -37,6 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                 "the operator roster is empty: callers get tickets but no operator name; "
                 "add operators with `ivr operators add`"
             )
+    app.extensions["ivr.speech"] = build_speech_service(settings, speech_engine)
     if not settings.auth_token:
         log.error(
             "IVR_TWILIO_AUTH_TOKEN is not set: every webhook will be refused with 403 "
@@ -57,13 +62,45 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         except Exception:  # noqa: BLE001 - health reports the failure instead of raising
             log.exception("health check: database unreachable")
             version, healthy = None, False
-        body = {"status": "ok" if healthy else "error", "database": {"schema_version": version}}
+        body = {
+            "status": "ok" if healthy else "error",
+            "database": {"schema_version": version},
+            "speech": app.extensions["ivr.speech"].health(),
+        }
         return jsonify(body), 200 if healthy else 503
 
+    from ivr.web.console import bp as console_blueprint
     from ivr.web.voice import bp as voice_blueprint
 
     app.register_blueprint(voice_blueprint)
+    app.register_blueprint(console_blueprint)
     return app
+
+
+def build_speech_service(settings: Settings, engine: Any = None):
+    """The background recogniser: Vosk workers for the configured models, the fetcher."""
+    from ivr.speech.numbers import number_words
+    from ivr.speech.recordings import RecordingFetcher
+    from ivr.speech.service import SpeechService
+
+    if engine is None and settings.vosk_models:
+        from ivr.speech.vosk import SpeechEngine
+
+        engine = SpeechEngine(dict(settings.vosk_models), workers=settings.speech_workers)
+    for language in ("ru", "en"):
+        if engine is None or language not in engine.available_languages():
+            log.warning(
+                "no Vosk model for %s (IVR_VOSK_MODEL_%s): order numbers by keypad only",
+                language,
+                language.upper(),
+            )
+    return SpeechService(
+        settings.db_path,
+        engine,
+        RecordingFetcher.from_settings(settings),
+        number_words,
+        settings.busy_timeout_ms,
+    )
 
 
 def get_db():

@@ -324,7 +324,8 @@ def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, quiet
         if not Path(db_path).exists():
             db_path = None
     try:
-        with Runner(base_url, token, db_path) as runner:
+        account_sid = load_settings().account_sid or None
+        with Runner(base_url, token, db_path, account_sid=account_sid) as runner:
             if load_calls:
                 report = run_load(runner, loaded, load_calls, concurrency)
                 summary = report.summary()
@@ -461,6 +462,110 @@ def call(base_url, token, line, from_, at):
         media.close()
         if server is not None:
             server.close()
+
+
+# Speech models and recordings -------------------------------------------------------------
+
+
+@main.group()
+def models() -> None:
+    """Vosk speech models: the catalog and what is installed."""
+
+
+@models.command("list")
+@click.option(
+    "--dir",
+    "models_dir",
+    default="models",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where models are installed.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_list(models_dir: str, as_json: bool) -> None:
+    """Known models, which are installed, and which the settings select."""
+    from ivr.models import list_models
+
+    selected = {path: language for language, path in load_settings().vosk_models.items()}
+    rows = []
+    for status in list_models(models_dir):
+        info = status.info
+        path = str(status.path) if status.path else None
+        rows.append(
+            {
+                "name": status.name,
+                "language": info.language if info else None,
+                "size_mb": info.size_mb if info else None,
+                "sample_rate": info.sample_rate if info else None,
+                "installed": status.installed,
+                "path": path,
+                "selected_for": selected.get(path) if path else None,
+                "url": info.url if info else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        where = row["path"] if row["installed"] else "not installed"
+        chosen = f"  <- IVR_VOSK_MODEL_{row['selected_for'].upper()}" if row["selected_for"] else ""
+        click.echo(
+            f"{row['name']:<32} {row['language'] or '?':<3} {row['size_mb'] or '?':>5} MB "
+            f"{row['sample_rate'] or '?':>6} Hz  {where}{chosen}"
+        )
+
+
+@models.command("fetch")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "models_dir",
+    default="models",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to install it.",
+)
+def models_fetch(name: str, models_dir: str) -> None:
+    """Download a catalog model (needs internet), check it and unpack it atomically."""
+    from ivr.models import ModelError, fetch_model
+
+    with click.progressbar(length=0, label=f"fetching {name}") as bar:
+
+        def progress(done: int, total: int | None) -> None:
+            if total and bar.length != total:
+                bar.length = total
+            bar.update(done - bar.pos)
+
+        try:
+            path = fetch_model(name, models_dir, progress)
+        except (ModelError, OSError) as error:
+            raise click.ClickException(str(error)) from None
+    click.echo(f"installed {name} in {path}; select it with IVR_VOSK_MODEL_<LANG>={path}")
+
+
+@main.group()
+def recordings() -> None:
+    """Locally stored call recordings."""
+
+
+@recordings.command("purge")
+@click.option(
+    "--days",
+    type=click.IntRange(0, 100_000),
+    default=None,
+    help="Keep this many days (default: IVR_RECORDING_RETENTION_DAYS).",
+)
+def recordings_purge(days: int | None) -> None:
+    """Delete recordings older than the retention period (files and their rows' paths)."""
+    from datetime import timedelta
+
+    from ivr.speech.recordings import purge
+
+    settings = load_settings()
+    keep = settings.recording_retention_days if days is None else days
+    older_than = datetime.now(UTC) - timedelta(days=keep)
+    count = purge(_open_db(), settings.recordings_dir, older_than)
+    click.echo(f"purged {count} recording(s) older than {keep} day(s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,6 +49,13 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     secret_key: str = ""
     allow_simulated_time: bool = False
+    vosk_models: Mapping[str, str] = field(default_factory=dict)
+    speech_workers: int = 2
+    recording_hosts: tuple[str, ...] = ("api.twilio.com",)
+    recordings_dir: str = "instance/recordings"
+    recording_retention_days: int = 90
+    delete_twilio_recordings: bool = False
+    max_recording_bytes: int = 10_000_000
 
     @property
     def opening_hours(self) -> OpeningHours:
@@ -104,6 +111,19 @@ def _parse_int(name: str, text: str) -> int:
         raise ConfigError(f"{name} must be a whole number, got {text!r}") from None
 
 
+def _parse_recording_hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    for host in hosts:
+        if any(mark in host for mark in ("/", "@", "?", "#", " ")):
+            raise ConfigError(
+                f"IVR_RECORDING_HOSTS wants hosts like api.twilio.com or 127.0.0.1:8080, "
+                f"got {host!r}"
+            )
+    if not hosts:
+        raise ConfigError("IVR_RECORDING_HOSTS names no host")
+    return hosts
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read IVR_* settings from the environment."""
     env = os.environ if environ is None else environ
@@ -118,16 +138,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "IVR_INTERNATIONAL_NUMBER": "international_number",
         "IVR_PROMPTS_DIR": "prompts_dir",
         "IVR_SECRET_KEY": "secret_key",
+        "IVR_RECORDINGS_DIR": "recordings_dir",
     }
     for variable, name in plain.items():
         if env.get(variable):
             values[name] = env[variable].strip()
+    models = {
+        language: env[f"IVR_VOSK_MODEL_{language.upper()}"].strip()
+        for language in ("ru", "en")
+        if env.get(f"IVR_VOSK_MODEL_{language.upper()}", "").strip()
+    }
+    if models:
+        values["vosk_models"] = models
     if env.get("IVR_ALLOW_SIMULATED_TIME"):
         values["allow_simulated_time"] = env["IVR_ALLOW_SIMULATED_TIME"].strip().lower() in (
             "1",
             "true",
             "yes",
         )
+    if env.get("IVR_DELETE_TWILIO_RECORDINGS"):
+        values["delete_twilio_recordings"] = env[
+            "IVR_DELETE_TWILIO_RECORDINGS"
+        ].strip().lower() in ("1", "true", "yes")
+    if env.get("IVR_RECORDING_HOSTS"):
+        values["recording_hosts"] = _parse_recording_hosts(env["IVR_RECORDING_HOSTS"])
     if env.get("IVR_NOW"):
         try:
             values["now"] = parse_instant(env["IVR_NOW"])
@@ -143,11 +177,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["resolution_hours"] = _parse_resolution_hours(env["IVR_RESOLUTION_HOURS"])
     for variable, name in {
         "IVR_BUSY_TIMEOUT_MS": "busy_timeout_ms",
+        "IVR_SPEECH_WORKERS": "speech_workers",
         "IVR_DIAL_TIMEOUT": "dial_timeout_seconds",
         "IVR_MAX_REQUEST_BYTES": "max_request_bytes",
+        "IVR_RECORDING_RETENTION_DAYS": "recording_retention_days",
+        "IVR_MAX_RECORDING_BYTES": "max_recording_bytes",
     }.items():
         if env.get(variable):
             values[name] = _parse_int(variable, env[variable])
+    for variable, name in (
+        ("IVR_RECORDING_RETENTION_DAYS", "recording_retention_days"),
+        ("IVR_MAX_RECORDING_BYTES", "max_recording_bytes"),
+    ):
+        if isinstance(value := values.get(name), int) and value < 1:
+            raise ConfigError(f"{variable} must be at least 1, got {value}")
     return settings.with_overrides(values)
 
 

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -334,6 +335,71 @@ def set_ticket_status(db: Database, number: str, status: str, at: datetime) -> b
     return cursor.rowcount == 1
 
 
+# Speech: recordings and recognitions ---------------------------------------------------
+
+
+def update_recording(db: Database, sid: str, changes: dict[str, Any]) -> None:
+    """Change some columns of a known recording."""
+    db["recordings"].update(sid, changes)
+
+
+def insert_recording_once(db: Database, recording: dict[str, Any]) -> None:
+    """Add a recording unless it is already known."""
+    db["recordings"].insert(recording, ignore=True)
+
+
+def get_recording(db: Database, sid: str) -> dict[str, Any] | None:
+    """One recording, or None."""
+    return _row(db.execute("SELECT * FROM recordings WHERE sid = ?", [sid]))
+
+
+def claim_recording(db: Database, sid: str, at: datetime) -> bool:
+    """Mark a recording as being fetched; False if someone already did (one fetch each)."""
+    cursor = db.execute(
+        "UPDATE recordings SET status = 'fetching', updated_at = ? "
+        "WHERE sid = ? AND status = 'pending'",
+        [timestamp(at), sid],
+    )
+    return cursor.rowcount == 1
+
+
+def add_pending_recognition(db: Database, recognition: dict[str, Any]) -> None:
+    """A recognition waiting for its recording (at most one per recording)."""
+    db["recognitions"].insert(recognition, ignore=True)
+
+
+def get_recognition(db: Database, recording_sid: str) -> dict[str, Any] | None:
+    """The recognition of a recording, or None."""
+    return _row(db.execute("SELECT * FROM recognitions WHERE recording_sid = ?", [recording_sid]))
+
+
+def complete_recognition(db: Database, recording_sid: str, result: dict[str, Any]) -> None:
+    """Store a finished recognition (text, digits, confidence, words, timings, reason)."""
+    columns = ", ".join(f"{name} = ?" for name in result)
+    db.execute(
+        f"UPDATE recognitions SET {columns} WHERE recording_sid = ?",  # noqa: S608 - names are ours
+        [*result.values(), recording_sid],
+    )
+
+
+def call_recognitions(db: Database, call_sid: str) -> list[dict[str, Any]]:
+    """A call's recognitions, oldest first."""
+    return _rows(
+        db.execute("SELECT * FROM recognitions WHERE call_sid = ? ORDER BY id", [call_sid])
+    )
+
+
+def set_ticket_description(
+    db: Database, call_sid: str, text: str, confidence: float | None, at: datetime
+) -> None:
+    """Attach the transcribed problem description to the call's ticket (if it has one yet)."""
+    db.execute(
+        "UPDATE tickets SET description = ?, description_confidence = ?, updated_at = ? "
+        "WHERE call_sid = ?",
+        [text, confidence, timestamp(at), call_sid],
+    )
+
+
 # Operators -------------------------------------------------------------------------------
 
 
@@ -382,3 +448,403 @@ def operator_on_call(db: Database, operator_id: int, except_call: str) -> bool:
         [operator_id, except_call],
     ).fetchone()
     return row is not None
+
+
+# Recordings ------------------------------------------------------------------------------
+
+
+def recordings_created_before(db: Database, before: datetime) -> list[dict[str, Any]]:
+    """Recordings made before an instant and not purged yet, oldest first."""
+    return _rows(
+        db.execute(
+            "SELECT * FROM recordings WHERE created_at < ? AND status != 'purged' "
+            "ORDER BY created_at, sid",
+            [timestamp(before)],
+        )
+    )
+
+
+def mark_recording_purged(db: Database, sid: str, at: datetime) -> None:
+    """Note that a recording's local copy is gone for good."""
+    db.execute(
+        "UPDATE recordings SET status = 'purged', local_path = NULL, updated_at = ? WHERE sid = ?",
+        [timestamp(at), sid],
+    )
+
+
+# Console ---------------------------------------------------------------------------------
+# The operator console's queries. Every value arrives as a bound parameter; the only text
+# put into SQL is fixed fragments chosen here (never anything a user typed).
+
+CALL_LOG_COLUMNS = (
+    "c.call_sid, c.line, c.language, c.from_number, c.to_number, c.started_at, c.ended_at, "
+    "c.status, c.duration, c.step, c.outcome, c.order_number, c.category, c.ticket_number, "
+    "c.operator_id, c.operator_name, c.after_hours"
+)
+
+
+@dataclass(frozen=True)
+class CallFilters:
+    """What the call log is narrowed to; None means "any"."""
+
+    started_from: str | None = None  # stored-timestamp text, inclusive
+    started_before: str | None = None  # stored-timestamp text, exclusive
+    line: str | None = None
+    outcome: str | None = None
+    operator_id: int | None = None
+    category: str | None = None
+    digits: str | None = None  # order number / ticket number (prefix) or caller's last digits
+    text: str | None = None  # words in the ticket's description (the caller's transcript)
+
+
+@dataclass(frozen=True)
+class TicketFilters:
+    """What the ticket list is narrowed to; None means "any"."""
+
+    status: str | None = None
+    category: str | None = None
+    operator_id: int | None = None
+    after_hours: bool | None = None
+    digits: str | None = None  # ticket number / order number (prefix) or caller's last digits
+    text: str | None = None  # words in the description or the notes
+
+
+def _like_escape(text: str) -> str:
+    """Make LIKE's wildcards in user text literal (used with ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _digit_prefix_range(digits: str) -> tuple[str, str]:
+    """[digits, digits + ':') holds every digit string starting with `digits` (':' follows '9')."""
+    return digits, digits + ":"
+
+
+def _caller_suffix_match(table: str, column: str, digits: str) -> tuple[str, list[Any]]:
+    """Rowids of `table` whose `column` ends with the digits; 4+ digits use the suffix index."""
+    pattern = "%" + _like_escape(digits)
+    if len(digits) >= 4:
+        return (
+            f"SELECT rowid FROM {table} WHERE substr({column}, -4) = ? "  # noqa: S608
+            f"AND {column} LIKE ? ESCAPE '\\'",
+            [digits[-4:], pattern],
+        )
+    return f"SELECT rowid FROM {table} WHERE {column} LIKE ? ESCAPE '\\'", [pattern]  # noqa: S608
+
+
+def _call_conditions(filters: CallFilters) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("c.line", filters.line),
+        ("c.outcome", filters.outcome),
+        ("c.operator_id", filters.operator_id),
+        ("c.category", filters.category),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if filters.started_from:
+        clauses.append("c.started_at >= ?")
+        params.append(filters.started_from)
+    if filters.started_before:
+        clauses.append("c.started_at < ?")
+        params.append(filters.started_before)
+    if filters.digits:
+        low, high = _digit_prefix_range(filters.digits)
+        suffix_sql, suffix_params = _caller_suffix_match("calls", "from_number", filters.digits)
+        clauses.append(
+            "c.rowid IN ("  # noqa: S608 - fixed fragments; the values are bound
+            "SELECT rowid FROM calls WHERE order_number >= ? AND order_number < ? "
+            "UNION SELECT rowid FROM calls WHERE ticket_number >= ? AND ticket_number < ? "
+            f"UNION {suffix_sql})"
+        )
+        params += [low, high, low, high, *suffix_params]
+    if filters.text:
+        clauses.append(
+            "c.call_sid IN (SELECT call_sid FROM tickets WHERE description LIKE ? ESCAPE '\\')"
+        )
+        params.append("%" + _like_escape(filters.text) + "%")
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def search_calls(
+    db: Database, filters: CallFilters, limit: int = 50, offset: int = 0
+) -> list[dict[str, Any]]:
+    """One page of the call log, newest first."""
+    where, params = _call_conditions(filters)
+    return _rows(
+        db.execute(
+            f"SELECT {CALL_LOG_COLUMNS} FROM calls c {where} "  # noqa: S608
+            "ORDER BY c.started_at DESC, c.rowid DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+    )
+
+
+def count_calls(db: Database, filters: CallFilters) -> int:
+    """How many calls match the filters."""
+    where, params = _call_conditions(filters)
+    return db.execute(f"SELECT count(*) FROM calls c {where}", params).fetchone()[0]  # noqa: S608
+
+
+def iter_calls(db: Database, filters: CallFilters, limit: int) -> Iterator[dict[str, Any]]:
+    """Every matching call, newest first, one at a time (for the CSV export)."""
+    where, params = _call_conditions(filters)
+    cursor = db.conn.execute(
+        f"SELECT {CALL_LOG_COLUMNS} FROM calls c {where} "  # noqa: S608
+        "ORDER BY c.started_at DESC, c.rowid DESC LIMIT ?",
+        [*params, limit],
+    )
+    for row in cursor:
+        yield dict(row)
+
+
+def live_calls(db: Database, active_since: str, limit: int = 200) -> list[dict[str, Any]]:
+    """Calls not yet ended that heard from Twilio since `active_since`, newest first."""
+    return _rows(
+        db.execute(
+            f"SELECT {CALL_LOG_COLUMNS}, c.updated_at FROM calls c "  # noqa: S608
+            "WHERE c.ended_at IS NULL AND c.updated_at >= ? "
+            "ORDER BY c.started_at DESC LIMIT ?",
+            [active_since, limit],
+        )
+    )
+
+
+def call_recordings(db: Database, call_sid: str) -> list[dict[str, Any]]:
+    """The recordings of a call, in order."""
+    return _rows(
+        db.execute(
+            "SELECT * FROM recordings WHERE call_sid = ? ORDER BY created_at, rowid", [call_sid]
+        )
+    )
+
+
+def _ticket_conditions(filters: TicketFilters) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("t.status", filters.status),
+        ("t.category", filters.category),
+        ("t.operator_id", filters.operator_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if filters.after_hours is not None:
+        clauses.append("t.after_hours = ?")
+        params.append(int(filters.after_hours))
+    if filters.digits:
+        low, high = _digit_prefix_range(filters.digits)
+        suffix_sql, suffix_params = _caller_suffix_match("tickets", "caller_number", filters.digits)
+        clauses.append(
+            "t.rowid IN ("  # noqa: S608 - fixed fragments; the values are bound
+            "SELECT rowid FROM tickets WHERE number >= ? AND number < ? "
+            "UNION SELECT rowid FROM tickets WHERE order_number >= ? AND order_number < ? "
+            f"UNION {suffix_sql})"
+        )
+        params += [low, high, low, high, *suffix_params]
+    if filters.text:
+        pattern = "%" + _like_escape(filters.text) + "%"
+        clauses.append(
+            "(t.description LIKE ? ESCAPE '\\' OR t.number IN "
+            "(SELECT ticket_number FROM ticket_notes WHERE body LIKE ? ESCAPE '\\'))"
+        )
+        params += [pattern, pattern]
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def search_tickets(
+    db: Database, filters: TicketFilters, limit: int = 50, offset: int = 0
+) -> list[dict[str, Any]]:
+    """One page of tickets, newest first."""
+    where, params = _ticket_conditions(filters)
+    return _rows(
+        db.execute(
+            f"SELECT t.* FROM tickets t {where} "  # noqa: S608
+            "ORDER BY t.created_at DESC, t.rowid DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+    )
+
+
+def count_tickets(db: Database, filters: TicketFilters) -> int:
+    """How many tickets match the filters."""
+    where, params = _ticket_conditions(filters)
+    return db.execute(f"SELECT count(*) FROM tickets t {where}", params).fetchone()[0]  # noqa: S608
+
+
+def ticket_notes(db: Database, number: str) -> list[dict[str, Any]]:
+    """A ticket's notes, oldest first, with the author's name."""
+    return _rows(
+        db.execute(
+            """
+            SELECT n.*, o.full_name AS author_name, o.login AS author_login
+            FROM ticket_notes n LEFT JOIN operators o ON o.id = n.operator_id
+            WHERE n.ticket_number = ? ORDER BY n.id
+            """,
+            [number],
+        )
+    )
+
+
+def add_ticket_note(
+    db: Database, number: str, operator_id: int | None, body: str, at: datetime
+) -> int:
+    """Add a note to a ticket; returns its id."""
+    cursor = db.execute(
+        "INSERT INTO ticket_notes (ticket_number, operator_id, body, created_at) "
+        "VALUES (?, ?, ?, ?)",
+        [number, operator_id, body, timestamp(at)],
+    )
+    return cursor.lastrowid
+
+
+def operator_open_tickets(db: Database, operator_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    """An operator's unresolved tickets, oldest due first."""
+    return _rows(
+        db.execute(
+            "SELECT * FROM tickets WHERE operator_id = ? AND status != 'resolved' "
+            "ORDER BY due_at, number LIMIT ?",
+            [operator_id, limit],
+        )
+    )
+
+
+def operator_by_login(db: Database, login: str) -> dict[str, Any] | None:
+    """An operator by console login only (a login made of digits is not taken for an id)."""
+    return _row(db.execute("SELECT * FROM operators WHERE login = ?", [login]))
+
+
+def update_operator(db: Database, operator_id: int, changes: dict[str, Any]) -> None:
+    """Change some columns of an operator (column names come from code, values are bound)."""
+    db["operators"].update(operator_id, changes)
+
+
+def set_operator_password(db: Database, operator_id: int, password_hash: str | None) -> None:
+    """Store an operator's password hash (never the password)."""
+    db.execute("UPDATE operators SET password_hash = ? WHERE id = ?", [password_hash, operator_id])
+
+
+def record_login_attempt(
+    db: Database, login: str, remote_addr: str | None, at: datetime, ok: bool
+) -> None:
+    """Remember one sign-in attempt (for throttling and the audit trail)."""
+    db.execute(
+        "INSERT INTO login_attempts (login, remote_addr, at, ok) VALUES (?, ?, ?, ?)",
+        [login, remote_addr, timestamp(at), int(ok)],
+    )
+
+
+def login_failures(db: Database, login: str, since: datetime) -> tuple[int, str | None]:
+    """Failed sign-ins for a login since `since` and its last success: (count, latest)."""
+    row = db.execute(
+        """
+        SELECT count(*), max(at) FROM login_attempts
+        WHERE login = ? AND ok = 0 AND at >= ? AND at > coalesce(
+            (SELECT max(at) FROM login_attempts WHERE login = ? AND ok = 1), '')
+        """,
+        [login, timestamp(since), login],
+    ).fetchone()
+    return row[0], row[1]
+
+
+def address_failures(db: Database, remote_addr: str, since: datetime) -> tuple[int, str | None]:
+    """Failed sign-ins from one address since `since`: (count, latest)."""
+    row = db.execute(
+        "SELECT count(*), max(at) FROM login_attempts WHERE remote_addr = ? AND ok = 0 AND at >= ?",
+        [remote_addr, timestamp(since)],
+    ).fetchone()
+    return row[0], row[1]
+
+
+def add_audit(
+    db: Database,
+    at: datetime,
+    operator_id: int | None,
+    action: str,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one row to the audit trail."""
+    db.execute(
+        "INSERT INTO audit_log (at, operator_id, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        [
+            timestamp(at),
+            operator_id,
+            action,
+            target,
+            json.dumps(detail or {}, ensure_ascii=False),
+        ],
+    )
+
+
+def list_audit(db: Database, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    """The audit trail, newest first, with who did it."""
+    rows = _rows(
+        db.execute(
+            """
+            SELECT a.*, o.full_name AS operator_full_name, o.login AS operator_login
+            FROM audit_log a LEFT JOIN operators o ON o.id = a.operator_id
+            ORDER BY a.id DESC LIMIT ? OFFSET ?
+            """,
+            [limit, offset],
+        )
+    )
+    for row in rows:
+        row["detail"] = json.loads(row["detail"])
+    return rows
+
+
+def count_audit(db: Database) -> int:
+    """How many rows the audit trail holds."""
+    return db.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+
+
+def calls_per_hour(db: Database, start: str, end: str) -> list[dict[str, Any]]:
+    """Calls started in [start, end) counted per UTC hour ('YYYY-MM-DDTHH') and line."""
+    return _rows(
+        db.execute(
+            "SELECT substr(started_at, 1, 13) AS hour, line, count(*) AS calls FROM calls "
+            "WHERE started_at >= ? AND started_at < ? GROUP BY hour, line ORDER BY hour",
+            [start, end],
+        )
+    )
+
+
+def outcome_counts(db: Database, start: str, end: str) -> dict[str | None, int]:
+    """Calls started in [start, end) counted per outcome (None: still in the menu)."""
+    rows = db.execute(
+        "SELECT outcome, count(*) FROM calls WHERE started_at >= ? AND started_at < ? "
+        "GROUP BY outcome",
+        [start, end],
+    ).fetchall()
+    return {row[0]: row[1] for row in rows}
+
+
+def callbacks_waiting(db: Database, limit: int = 10) -> tuple[int, list[dict[str, Any]]]:
+    """Open after-hours callback tickets: (how many, the first `limit` by callback time)."""
+    where = "WHERE after_hours = 1 AND status = 'open'"
+    total = db.execute(f"SELECT count(*) FROM tickets {where}").fetchone()[0]  # noqa: S608
+    rows = _rows(
+        db.execute(
+            f"SELECT * FROM tickets {where} ORDER BY callback_at, number LIMIT ?",  # noqa: S608
+            [limit],
+        )
+    )
+    return total, rows
+
+
+def recognition_stats(db: Database, since: str) -> list[dict[str, Any]]:
+    """Finished recognitions since `since` per language and purpose: total, ok, mean confidence."""
+    return _rows(
+        db.execute(
+            """
+            SELECT language, purpose, count(*) AS total, sum(ok = 1) AS ok,
+                   avg(confidence) AS confidence
+            FROM recognitions WHERE created_at >= ? AND ok IS NOT NULL
+            GROUP BY language, purpose ORDER BY language, purpose
+            """,
+            [since],
+        )
+    )

@@ -23,6 +23,7 @@ class LocalServer:
         auth_token: str | None = None,
         threads: int = 16,
         demo_roster: bool = True,
+        speech_engine=None,
         **settings,
     ):
         self._tmp = None
@@ -37,7 +38,7 @@ class LocalServer:
             "allow_simulated_time": True,
             **settings,
         }
-        self.app = create_app(config)
+        self.app = create_app(config, speech_engine=speech_engine)
         if demo_roster:
             with database.connect(db_path) as db:
                 seed_demo_roster(db)
@@ -57,6 +58,7 @@ class LocalServer:
         self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
         self.server.close()
         self.thread.join(5)
+        self.app.extensions["ivr.speech"].close()
         if self._tmp is not None:
             self._tmp.cleanup()
 

@@ -113,7 +113,8 @@ class MediaServer:
     (transcoded with ffmpeg). A recording can answer 404 for its first N fetches, as
     Twilio does while a recording is still being processed. With credentials set, the
     host wants HTTP basic auth (AccountSid:AuthToken), as with Twilio's "HTTP auth for
-    media" setting.
+    media" setting. A DELETE of `RecordingUrl.json` removes the recording (204), as
+    Twilio's Recording resource does.
     """
 
     def __init__(self, credentials: tuple[str, str] | None = None):
@@ -131,6 +132,12 @@ class MediaServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_DELETE(self):  # noqa: N802 - http.server's naming
+                status = media.delete(self.path, self.headers)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args):  # keep test output quiet
                 return
@@ -187,6 +194,24 @@ class MediaServer:
                 return 200, recording.data, "audio/mpeg"
             return 200, transcode(recording.data, "mp3"), "audio/mpeg"
         return 404, b'{"status": 404}', "application/json"
+
+    def delete(self, path: str, headers) -> int:
+        """Answer one DELETE of a Recording resource (`.../Recordings/RE....json`), as Twilio."""
+        parts = urllib.parse.urlsplit(path).path.strip("/").split("/")
+        sid, extension = (parts[-1].split(".", 1) + [""])[:2]
+        with self._lock:
+            self.requests.append((path, 0))
+            recording = self.recordings.get(sid)
+            if (
+                recording is None
+                or extension != "json"
+                or parts[:-1] != [API_VERSION, "Accounts", recording.account_sid, "Recordings"]
+            ):
+                return 404
+            if self.credentials and not self._authorised(headers):
+                return 401
+            del self.recordings[sid]
+        return 204
 
     def _authorised(self, headers) -> bool:
         expected = "Basic " + base64.b64encode(":".join(self.credentials).encode()).decode()
@@ -303,6 +328,7 @@ class EmulatedCall:
         recording_not_ready_fetches: int = 0,
         recording_callback_delay: float = 0.05,
         deliveries: int = 1,
+        time_scale: float = 1.0,
     ):
         self.transport = transport
         self.base_url = base_url.rstrip("/")
@@ -316,6 +342,7 @@ class EmulatedCall:
         self.recording_not_ready_fetches = recording_not_ready_fetches
         self.recording_callback_delay = recording_callback_delay
         self.deliveries = deliveries
+        self.time_scale = time_scale
         self._document_url = ""
         self._pending: list[ElementTree.Element] = []
         self._waiting: ElementTree.Element | None = None  # a <Gather> or <Record>
@@ -505,7 +532,8 @@ class EmulatedCall:
             elif verb.tag == "Play":
                 self.result.heard.append(Heard("play", (verb.text or "").strip()))
             elif verb.tag == "Pause":
-                continue
+                # The caller waits: a poll loop must give background work real time.
+                time.sleep(float(verb.get("length", "1")) * self.time_scale)
             elif verb.tag in ("Gather", "Record"):
                 for child in verb:
                     if child.tag == "Say":

@@ -20,6 +20,8 @@ from ivr.tickets import is_valid_ticket_number
 MAX_TRIES = 3
 ORDER_NUMBER_LENGTH = 10
 MAX_REPEATS = 3
+MAX_SPEECH_TRIES = 2  # after two failed spoken numbers the caller uses the keypad only
+MAX_POLLS = 10  # "one moment" waits of about a second for a recognition result
 
 CATEGORY_KEYS = {
     "1": "delivery",
@@ -42,6 +44,10 @@ INPUT_STEPS = (
     "status_verify",
     "status_report",
 )
+# Steps at which the caller may speak (each is a <Record>).
+RECORD_STEPS = ("order_speech", "description")
+# Steps at which the IVR waits, polling, for a background recognition result.
+WAIT_STEPS = ("order_wait",)
 # Steps after which the flow waits for Twilio to report how a <Dial>/<Enqueue> ended.
 CONNECT_STEPS = ("connect", "queue")
 FINAL_STEP = "ended"
@@ -71,6 +77,12 @@ class CallState:
     status_ticket: str | None = None
     status_info: dict[str, Any] | None = None
     outcome: str | None = None
+    speech_languages: tuple[str, ...] = ()
+    speech_failures: int = 0
+    candidate_source: str | None = None
+    recording: str | None = None
+    polls: int = 0
+    description_recording: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -80,7 +92,15 @@ class CallState:
     def from_dict(cls, data: dict[str, Any]) -> CallState:
         """Rebuild a state saved by `to_dict`, ignoring fields this version doesn't know."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "speech_languages" in values:
+            values["speech_languages"] = tuple(values["speech_languages"])
+        return cls(**values)
+
+    @property
+    def speech_allowed(self) -> bool:
+        """Whether the caller may say the order number now."""
+        return self.language in self.speech_languages and self.speech_failures < MAX_SPEECH_TRIES
 
 
 # Events --------------------------------------------------------------------------------
@@ -92,6 +112,7 @@ class CallStarted:
 
     line: str
     is_open: bool
+    speech_languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,11 +163,44 @@ class QueueEnded:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """Twilio recorded the caller (the <Record> action, with a recording)."""
+
+    recording_sid: str
+
+
+@dataclass(frozen=True)
+class NothingRecorded:
+    """The <Record> got no audio (silence, or '#' at once): Twilio went on to the next verb."""
+
+
+@dataclass(frozen=True)
+class SpeechResult:
+    """A poll for the background recognition of the pending recording."""
+
+    ready: bool
+    ok: bool = False
+    digits: str = ""
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class TwilioFallback:
     """Twilio could not get usable TwiML for this call and called the fallback URL."""
 
 
-Event = CallStarted | Keys | TicketReady | TicketFound | DialEnded | QueueEnded | TwilioFallback
+Event = (
+    CallStarted
+    | Keys
+    | TicketReady
+    | TicketFound
+    | DialEnded
+    | QueueEnded
+    | TwilioFallback
+    | Recorded
+    | NothingRecorded
+    | SpeechResult
+)
 
 
 # Replies -------------------------------------------------------------------------------
@@ -171,14 +225,25 @@ class Gather:
 
 
 @dataclass(frozen=True)
+class Record:
+    """Record the caller after a beep; `purpose` says what the recording is for."""
+
+    purpose: str
+    max_length: int
+    timeout: int
+    finish_on_key: str = "#"
+
+
+@dataclass(frozen=True)
 class Step:
     """What the caller hears next and how the call goes on."""
 
     name: str
     say: tuple[Say, ...] = ()
     gather: Gather | None = None
-    end: str = "wait"  # "wait" (a gather is pending), "hangup", "dial", "enqueue"
+    end: str = "wait"  # "wait" (gather/record pending), "poll", "hangup", "dial", "enqueue"
     target: str | None = None
+    record: Record | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +254,7 @@ class CreateTicket:
     category: str
     after_hours: bool
     related_ticket: str | None = None
+    description_recording: str | None = None
     before: tuple[Say, ...] = ()
 
 
@@ -224,13 +290,25 @@ def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Step:
     if step == "closed_menu":
         return Step(step, (*before, Say("closed_menu")), Gather(num_digits=1))
     if step == "order_number":
+        prompt = "order_prompt_speech" if state.speech_allowed else "order_prompt"
         return Step(
             step,
-            (*before, Say("order_prompt")),
-            Gather(num_digits=ORDER_NUMBER_LENGTH, timeout=8),
+            (*before, Say(prompt)),
+            Gather(num_digits=ORDER_NUMBER_LENGTH, timeout=6 if state.speech_allowed else 8),
+        )
+    if step == "order_speech":
+        return Step(step, before, record=Record("order_number", max_length=20, timeout=3))
+    if step == "order_wait":
+        return Step(step, (*before, Say("one_moment")) if state.polls == 0 else before, end="poll")
+    if step == "description":
+        return Step(
+            step,
+            (*before, Say("description_prompt")),
+            record=Record("description", max_length=60, timeout=5),
         )
     if step == "confirm_order":
-        readback = Say("order_readback", _spoken_order(state.candidate_order or ""))
+        key = "order_heard" if state.candidate_source == "speech" else "order_readback"
+        readback = Say(key, _spoken_order(state.candidate_order or ""))
         return Step(step, (*before, readback, Say("confirm_menu")), Gather(num_digits=1))
     if step == "category":
         return Step(step, (*before, Say("category_menu")), Gather(num_digits=1))
@@ -310,6 +388,7 @@ def _route_to_operator(state: CallState, before: tuple[Say, ...] = ()) -> tuple:
         category=state.category or "other",
         after_hours=not state.is_open,
         related_ticket=state.status_ticket,
+        description_recording=state.description_recording,
         before=before,
     )
     return new_state, effect
@@ -325,9 +404,11 @@ def _after_language(state: CallState) -> tuple:
 # Transitions ---------------------------------------------------------------------------
 
 
-def start(line: str, is_open: bool) -> tuple[CallState, Step]:
+def start(
+    line: str, is_open: bool, speech_languages: tuple[str, ...] = ()
+) -> tuple[CallState, Step]:
     """The first step of a new call."""
-    state = CallState(line=line, is_open=is_open)
+    state = CallState(line=line, is_open=is_open, speech_languages=tuple(speech_languages))
     if line == "international":
         return _go(state, "language")
     return _after_language(state)
@@ -336,7 +417,7 @@ def start(line: str, is_open: bool) -> tuple[CallState, Step]:
 def advance(state: CallState, event: Event) -> tuple[CallState, Reply]:
     """The flow's single entry point: what happens when `event` arrives in `state`."""
     if isinstance(event, CallStarted):
-        return start(event.line, event.is_open)
+        return start(event.line, event.is_open, event.speech_languages)
     if isinstance(event, TicketReady):
         return _on_ticket_ready(state, event)
     if isinstance(event, TicketFound):
@@ -347,6 +428,14 @@ def advance(state: CallState, event: Event) -> tuple[CallState, Reply]:
         return _on_queue_ended(state, event)
     if isinstance(event, TwilioFallback):
         return _route_to_operator(state, (Say("technical_problem"),))
+    if isinstance(event, Recorded | NothingRecorded):
+        if state.step not in RECORD_STEPS:
+            return state, current_step(state)
+        return _on_recording(state, event)
+    if isinstance(event, SpeechResult):
+        if state.step not in WAIT_STEPS:
+            return state, current_step(state)
+        return _on_speech_result(state, event)
     if isinstance(event, Keys):
         if state.step not in INPUT_STEPS:
             return state, current_step(state)
@@ -370,7 +459,7 @@ def run(
 
 def current_step(state: CallState) -> Step:
     """Re-present where the call is now (for stale or repeated requests)."""
-    if state.step in INPUT_STEPS:
+    if state.step in INPUT_STEPS + RECORD_STEPS + WAIT_STEPS:
         return present(state, state.step)
     if state.step in CONNECT_STEPS:
         return _connect(state)[1]
@@ -419,12 +508,44 @@ def _on_closed_menu(state: CallState, digits: str) -> tuple:
 
 def _on_order_number(state: CallState, digits: str) -> tuple:
     if len(digits) == ORDER_NUMBER_LENGTH and digits.isdigit():
-        return _go(state, "confirm_order", candidate_order=digits)
+        return _go(state, "confirm_order", candidate_order=digits, candidate_source="keypad")
+    if not digits and state.speech_allowed:
+        # Nothing typed: the caller may be about to speak the number.
+        return _go(state, "order_speech")
     reason = "no_input" if not digits else "order_invalid"
     return _order_failed(state, reason)
 
 
-def _order_failed(state: CallState, reason: str) -> tuple:
+def _on_recording(state: CallState, event: Recorded | NothingRecorded) -> tuple:
+    if state.step == "description":
+        sid = event.recording_sid if isinstance(event, Recorded) else None
+        before = (Say("description_thanks"),) if sid else ()
+        return _route_to_operator(replace(state, description_recording=sid), before)
+    if isinstance(event, NothingRecorded):
+        return _speech_failed(state, "order_not_heard")
+    return _go(state, "order_wait", recording=event.recording_sid, polls=0)
+
+
+def _on_speech_result(state: CallState, event: SpeechResult) -> tuple:
+    if not event.ready:
+        if state.polls + 1 >= MAX_POLLS:
+            return _speech_failed(state, "order_not_recognised")
+        new_state = replace(state, polls=state.polls + 1)
+        return new_state, present(new_state, "order_wait")
+    if event.ok and len(event.digits) == ORDER_NUMBER_LENGTH and event.digits.isdigit():
+        return _go(state, "confirm_order", candidate_order=event.digits, candidate_source="speech")
+    return _speech_failed(state, "order_not_recognised")
+
+
+def _speech_failed(state: CallState, reason: str) -> tuple:
+    """A spoken number was not usable: count it, then ask again (keypad only after two)."""
+    state = replace(state, speech_failures=state.speech_failures + 1, recording=None, polls=0)
+    if not state.speech_allowed and state.order_failures + 1 < MAX_TRIES:
+        return _order_failed(state, reason, ("order_keypad_only",))
+    return _order_failed(state, reason)
+
+
+def _order_failed(state: CallState, reason: str, extra: tuple[str, ...] = ()) -> tuple:
     failures = state.order_failures + 1
     if failures >= MAX_TRIES:
         return _go(
@@ -435,7 +556,8 @@ def _order_failed(state: CallState, reason: str) -> tuple:
             order_number=None,
             candidate_order=None,
         )
-    return _go(state, "order_number", (Say(reason),), order_failures=failures)
+    before = (Say(reason), *(Say(key) for key in extra))
+    return _go(state, "order_number", before, order_failures=failures)
 
 
 def _on_confirm_order(state: CallState, digits: str) -> tuple:
@@ -444,6 +566,8 @@ def _on_confirm_order(state: CallState, digits: str) -> tuple:
         return failed
     if digits == "1":
         return _go(state, "category", order_number=state.candidate_order)
+    if state.candidate_source == "speech":
+        return _speech_failed(replace(state, candidate_order=None), "order_again")
     return _order_failed(replace(state, candidate_order=None), "order_again")
 
 
@@ -451,7 +575,11 @@ def _on_category(state: CallState, digits: str) -> tuple:
     failed = _menu_key(state, digits, CATEGORY_KEYS)
     if failed:
         return failed
-    return _route_to_operator(replace(state, category=CATEGORY_KEYS[digits]))
+    state = replace(state, category=CATEGORY_KEYS[digits])
+    if state.language in state.speech_languages:
+        # Optional: a spoken description, transcribed in the background for the operator.
+        return _go(state, "description")
+    return _route_to_operator(state)
 
 
 def _on_ticket_info(state: CallState, digits: str) -> tuple:

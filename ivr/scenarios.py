@@ -331,8 +331,10 @@ class Runner:
         db_path: str | None = None,
         transport: Transport | None = None,
         deliveries: int = 1,
+        account_sid: str | None = None,
     ):
         self.base_url = base_url
+        self.account_sid = account_sid  # the server's own, which its recording fetcher expects
         self.auth_token = auth_token
         self.db_path = db_path
         self.transport = transport or HttpTransport()
@@ -379,6 +381,7 @@ class Runner:
                 media=self.media,
                 recording_not_ready_fetches=plan.recording_not_ready_fetches,
                 deliveries=self.deliveries,
+                account_sid=self.account_sid,
             )
             try:
                 failures = play_call(plan, call, variables)

@@ -19,6 +19,9 @@ class Links:
     enqueue_action: str = ""
     wait_url: str = ""
     dial_timeout: int = 25
+    record_action: str = ""  # where a <Record> posts, and where an empty recording redirects
+    recording_status: str = ""  # Twilio's recordingStatusCallback
+    poll: str = ""  # where a waiting caller is redirected to check for a result
 
 
 def spoken_texts(step: Step, catalogue: dict[str, Prompts], language: str) -> list[str]:
@@ -58,6 +61,26 @@ def render(step: Step, catalogue: dict[str, Prompts], language: str, links: Link
         response.redirect(links.action, method="POST")
         return str(response)
     _add_says(response, step, catalogue, language)
+    if step.record is not None:
+        response.record(
+            action=links.record_action,
+            method="POST",
+            max_length=step.record.max_length,
+            timeout=step.record.timeout,
+            finish_on_key=step.record.finish_on_key,
+            play_beep=True,
+            trim="trim-silence",
+            recording_status_callback=links.recording_status,
+            recording_status_callback_method="POST",
+            recording_status_callback_event="completed absent",
+        )
+        # An empty recording (silence, or '#' at once) makes Twilio run the next verb.
+        response.redirect(links.record_action, method="POST")
+        return str(response)
+    if step.end == "poll":
+        response.pause(length=1)
+        response.redirect(links.poll, method="POST")
+        return str(response)
     if step.end == "dial":
         dial = Dial(
             action=links.dial_action,

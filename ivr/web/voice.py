@@ -32,6 +32,8 @@ bp = Blueprint("voice", __name__, url_prefix="/twilio")
 log = logging.getLogger("ivr.voice")
 
 CALL_SID_PATTERN = re.compile(r"^CA[0-9a-fA-F]{32}$")
+RECORDING_SID_PATTERN = re.compile(r"^RE[0-9a-fA-F]{32}$")
+RECORD_PURPOSES = {"order_speech": "order_number", "description": "description"}
 DIGITS_PATTERN = re.compile(r"^[0-9*#]{0,64}$")
 FINAL_CALL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
 MAX_FIELD_LENGTH = 256
@@ -117,8 +119,16 @@ def _line_for(to_number: str) -> str:
     return "domestic"
 
 
+def _speech():
+    return current_app.extensions["ivr.speech"]
+
+
 def _links(state: flow.CallState, seq: int) -> Links:
+    purpose = RECORD_PURPOSES.get(state.step, "")
     return Links(
+        record_action=f"/twilio/recorded/{state.step}?seq={seq}",
+        recording_status=f"/twilio/recording-status?purpose={purpose}&lang={state.language}",
+        poll=f"/twilio/result/{state.step}?seq={seq}",
         action=f"/twilio/gather/{state.step}?seq={seq}",
         dial_action=f"/twilio/dial?seq={seq}",
         enqueue_action=f"/twilio/queue?seq={seq}",
@@ -194,6 +204,7 @@ class CallContext:
                     break
             else:
                 raise RuntimeError("could not draw a free ticket number")
+            self.attach_description(effect.description_recording)
             self.event(
                 "ticket",
                 {
@@ -216,6 +227,18 @@ class CallContext:
             resolution_hours=settings.resolution_hours.get(ticket["category"], 48),
             callback_at=ticket["callback_at"],
         )
+
+    def attach_description(self, recording_sid: str | None) -> None:
+        """A description transcribed before the ticket existed goes onto it now."""
+        recognition = database.get_recognition(self.db, recording_sid) if recording_sid else None
+        if recognition and recognition["status"] == "done" and recognition["text"]:
+            database.set_ticket_description(
+                self.db,
+                self.call["call_sid"],
+                recognition["text"],
+                recognition["confidence"],
+                self.now,
+            )
 
     def lookup_ticket(self, effect: flow.LookupTicket) -> flow.TicketFound:
         """Find a ticket for the status menu; say whether this caller filed it."""
@@ -343,7 +366,8 @@ def incoming_call() -> Response:
                 "open": open_now,
             },
         )
-        return context.advance(flow.CallStarted(line=line, is_open=open_now))
+        started = flow.CallStarted(line, open_now, _speech().languages())
+        return context.advance(started)
 
     return _handle("voice", call_sid, 0, work)
 
@@ -421,6 +445,158 @@ def _continue_call(call_sid, seq, kind, make_event, detail, expected_step=None) 
         return context.advance(make_event(context), detail)
 
     return _handle(kind, call_sid, seq, work)
+
+
+@bp.post("/recorded/<step>")
+def recorded(step: str) -> Response:
+    """The <Record> action (with a recording), or the redirect after an empty one."""
+    call_sid, seq = _call_sid(), _seq()
+    recording_sid, url = _field("RecordingSid"), _field("RecordingUrl")
+    if recording_sid and not RECORDING_SID_PATTERN.match(recording_sid):
+        abort(400, description="RecordingSid is malformed")
+    duration = _field("RecordingDuration")
+
+    def make_event(context: CallContext) -> flow.Event:
+        if not (recording_sid and url):
+            return flow.NothingRecorded()
+        purpose = RECORD_PURPOSES.get(context.state.step)
+        if purpose:
+            _note_recording(context, recording_sid, url, purpose, duration)
+        return flow.Recorded(recording_sid)
+
+    detail = (
+        {"recording_sid": recording_sid, "duration": duration}
+        if recording_sid
+        else {"recording": "empty"}
+    )
+    return _continue_call(call_sid, seq, "recorded", make_event, detail, expected_step=step)
+
+
+def _note_recording(context: CallContext, sid: str, url: str, purpose: str, duration: str):
+    """Remember a recording and its (pending) recognition, whichever webhook comes first."""
+    now = database.timestamp(context.now)
+    database.insert_recording_once(
+        context.db,
+        {
+            "sid": sid,
+            "call_sid": context.call["call_sid"],
+            "purpose": purpose,
+            "attempt": context.state.speech_failures + 1,
+            "url": url,
+            "duration": float(duration) if duration.isdigit() else None,
+            "status": "pending",
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    database.add_pending_recognition(
+        context.db,
+        {
+            "call_sid": context.call["call_sid"],
+            "recording_sid": sid,
+            "purpose": purpose,
+            "attempt": context.state.speech_failures + 1,
+            "language": context.state.language,
+            "status": "pending",
+            "created_at": now,
+        },
+    )
+
+
+@bp.post("/recording-status")
+def recording_status() -> Response:
+    """Twilio's recordingStatusCallback: a finished recording is fetched and recognised."""
+    call_sid = _call_sid()
+    recording_sid, url = _field("RecordingSid"), _field("RecordingUrl")
+    status = _field("RecordingStatus") or "unknown"
+    if not RECORDING_SID_PATTERN.match(recording_sid):
+        abort(400, description="RecordingSid is malformed")
+    purpose = request.args.get("purpose", "")
+    if purpose not in RECORD_PURPOSES.values():
+        abort(400, description="unknown recording purpose")
+    claimed: dict[str, Any] = {}
+
+    def work(db) -> str:
+        call = database.get_call(db, call_sid)
+        if call is None:
+            abort(404, description="unknown call")
+        context = CallContext(db, call, _clock().now())
+        context.event("recording_status", {"recording_sid": recording_sid, "status": status})
+        if status == "completed" and url:
+            _note_recording(context, recording_sid, url, purpose, _field("RecordingDuration"))
+            database.update_recording(db, recording_sid, {"url": url})
+            if database.claim_recording(db, recording_sid, context.now):
+                claimed.update(url=url, language=context.state.language)
+        else:
+            now = database.timestamp(context.now)
+            database.insert_recording_once(
+                db,
+                {
+                    "sid": recording_sid,
+                    "call_sid": call_sid,
+                    "purpose": purpose,
+                    "status": "pending",
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            database.update_recording(
+                db,
+                recording_sid,
+                {
+                    "status": "absent" if status == "absent" else "failed",
+                    "error": status,
+                    "updated_at": now,
+                },
+            )
+            database.add_pending_recognition(
+                db,
+                {
+                    "call_sid": call_sid,
+                    "recording_sid": recording_sid,
+                    "purpose": purpose,
+                    "language": context.state.language,
+                    "status": "pending",
+                    "created_at": database.timestamp(context.now),
+                },
+            )
+            database.complete_recognition(
+                db,
+                recording_sid,
+                {
+                    "status": "done",
+                    "ok": 0,
+                    "reason": f"recording_{status}",
+                    "completed_at": database.timestamp(context.now),
+                },
+            )
+        return ""
+
+    _handle("recording", call_sid, f"{recording_sid}:{status}", work)
+    if claimed:
+        # After the commit: the job reads what this delivery wrote.
+        _speech().start(call_sid, recording_sid, claimed["url"], purpose, claimed["language"])
+    return Response(status=204)
+
+
+@bp.post("/result/<step>")
+def recognition_result(step: str) -> Response:
+    """The waiting caller's poll: is the spoken number recognised yet?"""
+    call_sid, seq = _call_sid(), _seq()
+
+    def make_event(context: CallContext) -> flow.Event:
+        sid = context.state.recording
+        recognition = database.get_recognition(context.db, sid) if sid else None
+        if recognition is None or recognition["status"] != "done":
+            return flow.SpeechResult(ready=False)
+        return flow.SpeechResult(
+            ready=True,
+            ok=bool(recognition["ok"]),
+            digits=recognition["digits"] or "",
+            reason=recognition["reason"],
+        )
+
+    return _continue_call(call_sid, seq, "result", make_event, {"poll": True}, expected_step=step)
 
 
 @bp.post("/queue/wait")

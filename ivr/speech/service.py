@@ -1,0 +1,245 @@
+"""Background recognition: fetch a finished recording, normalise it, decode it, store the result.
+
+Nothing here runs inside a webhook Twilio is waiting on. The recording status callback
+hands a job to `SpeechService.start`, which returns at once; a thread fetches the audio
+(with retries while Twilio still answers 404), pydub turns it into the model's PCM, a
+Vosk worker process decodes it, and the result lands in the `recognitions` table, where
+the polling webhook finds it. Every failure ends as a stored "not recognised" with its
+reason, never as an exception in a call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from ivr import db as database
+from ivr.speech.audio import AudioError, is_silent, to_model_pcm
+from ivr.speech.numbers import parse_order_number
+
+log = logging.getLogger("ivr.speech")
+
+ORDER_NUMBER = "order_number"
+DESCRIPTION = "description"
+MAX_SECONDS = {ORDER_NUMBER: 30.0, DESCRIPTION: 75.0}
+DECODE_TIMEOUT = {ORDER_NUMBER: 10.0, DESCRIPTION: 60.0}
+
+
+class Recogniser(Protocol):
+    """What the service needs of a speech engine (ivr.speech.vosk.SpeechEngine)."""
+
+    def recognise(self, pcm: bytes, language: str, grammar: list[str] | None, timeout: float):
+        """Decode PCM; return a Recognition."""
+        ...
+
+    def available_languages(self) -> list[str]:
+        """Languages with a loaded model."""
+        ...
+
+    def sample_rate(self, language: str) -> int:
+        """The model's sample rate."""
+        ...
+
+    def supports_grammar(self, language: str) -> bool:
+        """Whether the model can take a runtime grammar."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Workers and models."""
+        ...
+
+    def close(self) -> None:
+        """Stop the workers."""
+        ...
+
+
+class Fetcher(Protocol):
+    """What the service needs of the recording fetcher (ivr.speech.recordings)."""
+
+    def fetch(self, url: str, call_sid: str, recording_sid: str):
+        """Download a recording; return a result with ok, path, reason."""
+        ...
+
+
+class SpeechService:
+    """Runs recognitions in the background and stores their results."""
+
+    def __init__(
+        self,
+        db_path: str,
+        engine: Recogniser | None,
+        fetcher: Fetcher,
+        number_words: Callable[[str], list[str]],
+        busy_timeout_ms: int = 5000,
+        threads: int = 8,
+    ):
+        self.db_path = db_path
+        self.engine = engine
+        self.fetcher = fetcher
+        self.number_words = number_words
+        self.busy_timeout_ms = busy_timeout_ms
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ivr-recognise")
+        self._free_only: set[str] = set()
+        self._lock = threading.Lock()
+        self.counters = {"started": 0, "recognised": 0, "not_recognised": 0}
+
+    def languages(self) -> tuple[str, ...]:
+        """Languages a caller may speak in (a model is configured and loading or loaded)."""
+        return tuple(self.engine.available_languages()) if self.engine else ()
+
+    def start(self, call_sid: str, recording_sid: str, url: str, purpose: str, language: str):
+        """Queue the recognition of a completed recording; returns at once."""
+        with self._lock:
+            self.counters["started"] += 1
+        return self._pool.submit(self._run, call_sid, recording_sid, url, purpose, language)
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz: engine workers and models, and counts."""
+        engine = self.engine.health() if self.engine else {"ok": False, "models": {}}
+        with self._lock:
+            counters = dict(self.counters)
+        return {**engine, "counters": counters}
+
+    def close(self) -> None:
+        """Finish queued jobs and stop the workers."""
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        if self.engine is not None:
+            self.engine.close()
+
+    # The job ---------------------------------------------------------------------------
+
+    def _run(self, call_sid, recording_sid, url, purpose, language) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            result = self._recognise(call_sid, recording_sid, url, purpose, language)
+        except Exception:  # noqa: BLE001 - a job must always end with a stored result
+            log.exception("recognition failed", extra={"call_sid": call_sid})
+            result = {"ok": 0, "reason": "internal_error"}
+        result.setdefault("processing_seconds", round(time.perf_counter() - started, 3))
+        self._store(call_sid, recording_sid, purpose, result)
+        with self._lock:
+            self.counters["recognised" if result.get("ok") else "not_recognised"] += 1
+        log.info(
+            "recognition stored",
+            extra={
+                "call_sid": call_sid,
+                "recording_sid": recording_sid,
+                "purpose": purpose,
+                "ok": bool(result.get("ok")),
+                "reason": result.get("reason"),
+                "seconds_after_completion": round(time.perf_counter() - started, 3),
+            },
+        )
+        return result
+
+    def _recognise(self, call_sid, recording_sid, url, purpose, language) -> dict[str, Any]:
+        fetched = self.fetcher.fetch(url, call_sid, recording_sid)
+        self._note_recording(recording_sid, fetched)
+        if not fetched.ok:
+            return {"ok": 0, "reason": f"fetch_{fetched.reason}"}
+        if self.engine is None or language not in self.engine.available_languages():
+            return {"ok": 0, "reason": "no_model"}
+        try:
+            audio = to_model_pcm(
+                Path(fetched.path).read_bytes(),
+                self.engine.sample_rate(language),
+                max_seconds=MAX_SECONDS.get(purpose, 60.0),
+            )
+        except AudioError as error:
+            return {"ok": 0, "reason": f"audio_{error.reason}"}
+        if is_silent(audio):
+            return {"ok": 0, "reason": "silence", "audio_seconds": audio.duration_seconds}
+        grammar = self._grammar(purpose, language)
+        recognition = self.engine.recognise(
+            audio.samples, language, grammar, DECODE_TIMEOUT.get(purpose, 30.0)
+        )
+        if grammar is not None and recognition.reason == "grammar_out_of_vocabulary":
+            log.error(
+                "the %s model knows none of the number words: decoding free speech instead",
+                language,
+            )
+            with self._lock:
+                self._free_only.add(language)
+            recognition = self.engine.recognise(
+                audio.samples, language, None, DECODE_TIMEOUT.get(purpose, 30.0)
+            )
+        row = {
+            "mode": recognition.mode,
+            "model": recognition.model_name,
+            "text": recognition.text,
+            "confidence": round(recognition.confidence, 3),
+            "words": json.dumps([list(word) for word in recognition.words], ensure_ascii=False),
+            "audio_seconds": round(recognition.audio_seconds, 3),
+            "processing_seconds": round(recognition.processing_seconds, 3),
+            "ok": int(recognition.ok),
+            "reason": recognition.reason,
+        }
+        if purpose == ORDER_NUMBER and recognition.ok:
+            parsed = parse_order_number(recognition.text, language)
+            row["digits"] = parsed.digits
+            if not parsed.ok:
+                row.update(ok=0, reason=f"not_an_order_number: {parsed.reason}")
+        return row
+
+    def _grammar(self, purpose: str, language: str) -> list[str] | None:
+        """Number words for order numbers where the model takes a grammar; free otherwise."""
+        if purpose != ORDER_NUMBER or language in self._free_only:
+            return None
+        if not self.engine.supports_grammar(language):
+            return None
+        return self.number_words(language)
+
+    # Storage ---------------------------------------------------------------------------
+
+    def _note_recording(self, recording_sid: str, fetched) -> None:
+        now = datetime.now(UTC)
+        with database.connect(self.db_path, self.busy_timeout_ms) as db:
+            with database.write_transaction(db):
+                database.update_recording(
+                    db,
+                    recording_sid,
+                    {
+                        "status": "stored" if fetched.ok else "failed",
+                        "local_path": str(fetched.path) if fetched.ok else None,
+                        "bytes": getattr(fetched, "bytes", None),
+                        "error": None if fetched.ok else fetched.reason,
+                        "updated_at": database.timestamp(now),
+                    },
+                )
+
+    def _store(self, call_sid: str, recording_sid: str, purpose: str, row: dict) -> None:
+        now = datetime.now(UTC)
+        row = {**row, "status": "done", "completed_at": database.timestamp(now)}
+        with database.connect(self.db_path, self.busy_timeout_ms) as db:
+            with database.write_transaction(db):
+                database.complete_recognition(db, recording_sid, row)
+                database.add_event(
+                    db,
+                    call_sid,
+                    -1,
+                    now,
+                    "recognition",
+                    purpose,
+                    {
+                        "recording_sid": recording_sid,
+                        "ok": bool(row.get("ok")),
+                        "text": row.get("text"),
+                        "digits": row.get("digits"),
+                        "confidence": row.get("confidence"),
+                        "mode": row.get("mode"),
+                        "model": row.get("model"),
+                        "reason": row.get("reason"),
+                        "processing_seconds": row.get("processing_seconds"),
+                    },
+                )
+                if purpose == DESCRIPTION and row.get("text"):
+                    database.set_ticket_description(
+                        db, call_sid, row["text"], row.get("confidence"), now
+                    )

@@ -1,0 +1,132 @@
+"""Console security: password hashing, the session secret, cookie flags, CSRF, sign-in limits."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+
+from flask import Flask, session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ivr.config import Settings
+
+log = logging.getLogger("ivr.console")
+
+PASSWORD_METHOD = "scrypt"  # noqa: S105 - a KDF name; werkzeug: n=2**15, r=8, p=1, 16-byte salt
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 256
+SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name
+SESSION_LIFETIME = timedelta(hours=12)  # one shift
+
+# Sign-in throttling: this many failures in the window lock a login (or an address) until
+# the window has passed since the latest failure.
+THROTTLE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_LOGIN = 5
+MAX_FAILURES_PER_ADDRESS = 20
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash of the password, as stored in operators.password_hash."""
+    return generate_password_hash(password, method=PASSWORD_METHOD)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether the password matches; spends the same time when there is no hash to check."""
+    if not password_hash:
+        check_password_hash(_dummy_hash(), password)
+        return False
+    return check_password_hash(password_hash, password)
+
+
+@cache
+def _dummy_hash() -> str:
+    """Checked when a login is unknown or has no password, so that takes as long as a real check."""
+    return generate_password_hash(secrets.token_hex(16), method=PASSWORD_METHOD)
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password is not acceptable (a message key), or None."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return "password_too_short"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return "password_too_long"
+    return None
+
+
+def password_fingerprint(password_hash: str | None) -> str:
+    """A short digest of the stored hash: a session holds it, so a new password ends old ones."""
+    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
+
+
+def instance_dir(settings: Settings) -> Path:
+    """The folder of instance files: the database's folder (instance/ by default)."""
+    if settings.db_path in ("", ":memory:") or settings.db_path.startswith("file:"):
+        return Path("instance")
+    return Path(settings.db_path).parent
+
+
+def load_or_create_secret_key(folder: Path) -> str:
+    """The key in folder/secret-key, created once (random, mode 600) if it is not there."""
+    path = folder / SECRET_KEY_FILE
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return _read_key(path)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    path.chmod(0o600)
+    log.warning(
+        "generated a random console secret key (set IVR_SECRET_KEY to choose one)",
+        extra={"path": str(path)},
+    )
+    return key
+
+
+def _read_key(path: Path) -> str:
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise ValueError(f"{path} holds a key too short to sign sessions; delete it to renew")
+    return key
+
+
+def configure_sessions(app: Flask, settings: Settings) -> None:
+    """Secret key and cookie flags for the console's signed session cookie."""
+    app.config["SECRET_KEY"] = settings.secret_key or load_or_create_secret_key(
+        instance_dir(settings)
+    )
+    app.config.update(
+        SESSION_COOKIE_NAME="ivr_console",
+        SESSION_COOKIE_PATH="/console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.lower().startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+    )
+
+
+def csrf_token() -> str:
+    """This session's CSRF token (made on first use); every console form posts it back."""
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def csrf_valid(submitted: str | None) -> bool:
+    """Whether a submitted token is this session's token (constant-time comparison)."""
+    expected = session.get("csrf")
+    if not expected or not submitted:
+        return False
+    return hmac.compare_digest(expected.encode(), submitted.encode())
