@@ -36,6 +36,7 @@ class LocalServer:
             "db_path": db_path,
             "auth_token": self.auth_token,
             "allow_simulated_time": True,
+            "recording_hosts": ("127.0.0.1",),  # the emulator's media host
             **settings,
         }
         self.app = create_app(config, speech_engine=speech_engine)

@@ -285,3 +285,16 @@ def test_no_webhook_waits_for_recognition(speech_server, media):
     assert slowest < 1.0, call.result.latencies
     polls = [path for path, _ in call.result.latencies if path.startswith("/twilio/result/")]
     assert len(polls) >= 2
+
+
+def test_the_recognised_number_scenario_with_a_scripted_recogniser(speech_server):
+    """The happy-path scenario file, with the recogniser's output scripted (see the top)."""
+    from ivr.scenarios import Runner, format_report, load_scenario
+
+    path = Path(__file__).parent / "scenarios" / "speech" / "spoken_number_recognised.toml"
+    server = speech_server(
+        ScriptedEngine("четыре два ноль семь три один пять восемь девять ноль", "заказ не пришёл")
+    )
+    with Runner(server.base_url, server.auth_token, server.db_path) as runner:
+        report = runner.run(load_scenario(path))
+    assert report.passed, format_report(report)
