@@ -20,6 +20,7 @@ Reasons a ``Recognition`` can carry when ``ok`` is False:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -38,6 +39,7 @@ from typing import Any, NamedTuple
 logger = logging.getLogger("ivr.speech")
 
 DEFAULT_SAMPLE_RATE = 16000
+WORKER_NICENESS = 10
 # Unknown-word tokens, best first: most Vosk models call it "[unk]", the Korean small
 # model (and other Kaldi recipes) "<UNK>".
 UNKNOWN_WORD_TOKENS = ("[unk]", "<UNK>", "<unk>")
@@ -301,6 +303,9 @@ def _worker_main(conn: Connection, model_dirs: dict[str, str], log_level: int) -
     """Run in a worker process: load the models, then answer requests until told to stop."""
     # Ctrl-C belongs to the parent, which stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Decoding yields the CPU to the web server: webhooks must stay fast under speech load.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     # The parent logs dropped grammar words once, through its configured handlers; here
     # they would repeat on stderr for every utterance.
     logger.setLevel(logging.ERROR)
