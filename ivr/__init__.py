@@ -13,6 +13,7 @@ from ivr import db as database
 from ivr.config import Settings, default_prompts_dir, load_settings
 from ivr.hours import Clock
 from ivr.logs import configure_logging
+from ivr.metrics import Metrics
 from ivr.prompts import load_prompts
 from ivr.web.auth import configure_sessions
 
@@ -42,6 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
                 "add operators with `ivr operators add`"
             )
     app.extensions["ivr.speech"] = build_speech_service(settings, speech_engine)
+    app.extensions["ivr.metrics"] = Metrics()
     if not settings.auth_token:
         log.error(
             "IVR_TWILIO_AUTH_TOKEN is not set: every webhook will be refused with 403 "
@@ -53,6 +55,24 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
         db = g.pop("db", None)
         if db is not None:
             db.close()
+
+    @app.get("/metrics")
+    def metrics():
+        db = get_db()
+        outcomes = {
+            row[0] or "in_progress": row[1]
+            for row in db.execute("SELECT outcome, count(*) FROM calls GROUP BY outcome")
+        }
+        recognitions = {
+            ("recognised" if row[0] else "not_recognised") if row[1] == "done" else "pending": row[
+                2
+            ]
+            for row in db.execute(
+                "SELECT ok, status, count(*) FROM recognitions GROUP BY ok, status"
+            )
+        }
+        text = app.extensions["ivr.metrics"].render(outcomes, recognitions)
+        return text, 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
     @app.get("/healthz")
     def healthz():

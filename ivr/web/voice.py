@@ -16,8 +16,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, current_app, g, request
 from twilio.request_validator import RequestValidator
+from werkzeug.exceptions import HTTPException
 
 from ivr import db as database
 from ivr import flow, get_db
@@ -66,6 +67,9 @@ def _signed_url() -> str:
 @bp.before_request
 def check_signature() -> None:
     """Refuse anything not signed with our auth token: 403, nothing read or written."""
+    g.webhook_started = time.perf_counter()
+    if (request.content_length or 0) > _settings().max_request_bytes:
+        abort(413)  # refused before the body is read
     token = _settings().auth_token
     signature = request.headers.get("X-Twilio-Signature", "")
     if not token or not signature:
@@ -78,6 +82,49 @@ def check_signature() -> None:
     if not RequestValidator(token).validate(_signed_url(), request.form, signature):
         log.warning("webhook refused: bad signature", extra={"path": request.path})
         abort(403)
+
+
+# Webhooks whose answer is TwiML for the caller (the others are notifications).
+CALL_FLOW_ENDPOINTS = (
+    "voice.incoming_call",
+    "voice.gather",
+    "voice.dial_ended",
+    "voice.queue_ended",
+    "voice.recorded",
+    "voice.recognition_result",
+)
+
+
+@bp.after_request
+def count_webhook(response: Response) -> Response:
+    """Count every answered webhook and its latency (for /metrics)."""
+    started = g.get("webhook_started")
+    if started is not None:
+        kind = (request.endpoint or "unknown").removeprefix("voice.")
+        current_app.extensions["ivr.metrics"].observe_webhook(
+            kind, response.status_code, time.perf_counter() - started
+        )
+    return response
+
+
+@bp.errorhandler(Exception)
+def answer_safely(error: Exception):
+    """Anything unexpected (database locked, disk full...): log it, never strand the caller."""
+    if isinstance(error, HTTPException):
+        return error
+    call_sid = request.form.get("CallSid", "")[:64]
+    log.exception(
+        "webhook failed; answering with the safe fallback",
+        extra={"call_sid": call_sid, "path": request.path, "error_type": type(error).__name__},
+    )
+    current_app.extensions["ivr.metrics"].count_error(
+        (request.endpoint or "").removeprefix("voice.")
+    )
+    if request.endpoint not in CALL_FLOW_ENDPOINTS:
+        return Response(status=503)
+    language = request.args.get("lang", "ru")
+    prompts = _catalogue().get(language, _catalogue()["ru"])
+    return _twiml(render_apology(prompts, f"support-{prompts.language}"))
 
 
 def _field(name: str, required: bool = False) -> str:
