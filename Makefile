@@ -19,10 +19,14 @@ setup: $(BIN)/ivr
 
 run: setup
 	$(BIN)/ivr init-db --demo
+	@awk -F'\t' '$$1 == "ivanova" { print "sign in at http://$(HOST):$(PORT)/console as ivanova / " $$2 }' "$(dir $(IVR_DB))demo-accounts.txt" 2>/dev/null || true
 	@token="$${IVR_TWILIO_AUTH_TOKEN:-$$($(BIN)/ivr dev-token)}"; \
 	echo "Local Twilio auth token (sign test requests with it): $$token"; \
 	echo "Webhook: POST http://$(HOST):$(PORT)/twilio/voice  health: http://$(HOST):$(PORT)/healthz"; \
-	IVR_TWILIO_AUTH_TOKEN="$$token" exec $(BIN)/ivr serve --host $(HOST) --port $(PORT)
+	echo "Call it from another terminal: $(BIN)/ivr call --base-url http://$(HOST):$(PORT)"; \
+	IVR_TWILIO_AUTH_TOKEN="$$token" IVR_ALLOW_SIMULATED_TIME=$${IVR_ALLOW_SIMULATED_TIME:-1} \
+	IVR_RECORDING_HOSTS=$${IVR_RECORDING_HOSTS:-127.0.0.1,api.twilio.com} \
+	exec $(BIN)/ivr serve --host $(HOST) --port $(PORT)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -67,16 +67,22 @@ def new_ticket_number(random_below: Callable[[int], int] = secrets.randbelow) ->
     return body + verhoeff_check_digit(body)
 
 
-def group_digits(number: str, sizes: tuple[int, ...] | None = None) -> list[str]:
-    """Split a number into groups to read aloud: 3-3-3 for tickets, 3-3-4 for orders."""
+def group_digits(digits: str, sizes: tuple[int, ...] | None = None) -> list[str]:
+    """Split digits into groups for reading back: given sizes, else threes (no group of one)."""
     if sizes is None:
-        sizes = (3, 3, 4) if len(number) == 10 else (3,) * ((len(number) + 2) // 3)
-    groups, start = [], 0
+        groups = [digits[start : start + 3] for start in range(0, len(digits), 3)]
+        if len(groups) > 1 and len(groups[-1]) == 1:
+            groups[-2:] = [groups[-2] + groups[-1]]
+        return groups
+    if any(size < 1 for size in sizes):
+        raise ValueError(f"group sizes must be positive, got {sizes}")
+    groups = []
+    start = 0
     for size in sizes:
-        if start >= len(number):
+        if start >= len(digits):
             break
-        groups.append(number[start : start + size])
+        groups.append(digits[start : start + size])
         start += size
-    if start < len(number):
-        groups.append(number[start:])
+    if start < len(digits):
+        groups.append(digits[start:])
     return groups

@@ -6,13 +6,13 @@ from ivr.speech.numbers import (
     MAX_READINGS,
     UNKNOWN_WORD,
     DigitParse,
-    group_digits,
     number_words,
     parse_digits,
     parse_order_number,
     parse_yes_no,
     yes_no_words,
 )
+from ivr.tickets import group_digits
 
 RU_UNITS = ["ноль", "один", "два", "три", "четыре", "пять", "шесть", "семь", "восемь", "девять"]
 EN_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -77,7 +77,7 @@ def test_malformed_numbers_are_invalid(text):
         ("123456789", ["123", "456", "789"]),
         ("1234567890", ["123", "456", "7890"]),
         ("12", ["12"]),
-        ("1234", ["123", "4"]),
+        ("1234", ["1234"]),  # never a lone last digit
     ],
 )
 def test_group_digits(number, groups):

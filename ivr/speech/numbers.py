@@ -57,7 +57,6 @@ from dataclasses import dataclass
 LANGUAGES = ("ru", "en")
 UNKNOWN_WORD = "[unk]"
 MAX_READINGS = 8
-DEFAULT_GROUP_SIZE = 3
 
 _UNIT = "unit"
 _TEEN = "teen"
@@ -433,25 +432,3 @@ def parse_yes_no(text: str, language: str) -> bool | None:
             answers.add(False)
         negated = False
     return answers.pop() if len(answers) == 1 else None
-
-
-def group_digits(digits: str, sizes: tuple[int, ...] | None = None) -> list[str]:
-    """Split digits into groups for reading back: given sizes, else threes (no group of one)."""
-    if sizes is None:
-        step = DEFAULT_GROUP_SIZE
-        groups = [digits[start : start + step] for start in range(0, len(digits), step)]
-        if len(groups) > 1 and len(groups[-1]) == 1:
-            groups[-2:] = [groups[-2] + groups[-1]]
-        return groups
-    if any(size < 1 for size in sizes):
-        raise ValueError(f"group sizes must be positive, got {sizes}")
-    groups = []
-    start = 0
-    for size in sizes:
-        if start >= len(digits):
-            break
-        groups.append(digits[start : start + size])
-        start += size
-    if start < len(digits):
-        groups.append(digits[start:])
-    return groups
