@@ -103,7 +103,8 @@ def build_speech_service(settings: Settings, engine: Any = None):
     from ivr.speech.recordings import RecordingFetcher
     from ivr.speech.service import SpeechService
 
-    if engine is None and settings.vosk_models:
+    built_here = engine is None and bool(settings.vosk_models)
+    if built_here:
         from ivr.speech.vosk import SpeechEngine
 
         engine = SpeechEngine(dict(settings.vosk_models), workers=settings.speech_workers)
@@ -114,13 +115,16 @@ def build_speech_service(settings: Settings, engine: Any = None):
                 language,
                 language.upper(),
             )
-    return SpeechService(
+    service = SpeechService(
         settings.db_path,
         engine,
         RecordingFetcher.from_settings(settings),
         number_words,
         settings.busy_timeout_ms,
     )
+    if built_here:
+        service.check_models(dict(settings.vosk_models))
+    return service
 
 
 def get_db():

@@ -150,3 +150,13 @@ def test_the_no_match_scenario_runs_green_with_the_real_engine(korean_as_russian
     with Runner(server.base_url, server.auth_token, server.db_path) as runner:
         report = runner.run(load_scenario(path))
     assert report.passed, format_report(report)
+
+
+@needs_korean_model
+def test_start_up_check_reports_a_wrong_language_model_loudly(korean_as_russian, caplog):
+    service = korean_as_russian.app.extensions["ivr.speech"]
+    service._check.join(120)
+    report = service.model_reports["ru"]
+    assert report["number_words_missing"] and "ноль" in report["number_words_missing"]
+    assert service.health()["models"]["ru"]["number_words_missing"] == len(
+        report["number_words_missing"])

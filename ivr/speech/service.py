@@ -92,6 +92,33 @@ class SpeechService:
         self.counters = {"started": 0, "recognised": 0, "not_recognised": 0}
         # Seconds from "Twilio says the recording is complete" to "result stored".
         self.latencies: deque[float] = deque(maxlen=1000)
+        self.model_reports: dict[str, dict[str, Any]] = {}
+        self._check: threading.Thread | None = None
+
+    def check_models(self, model_dirs: dict[str, str]) -> threading.Thread:
+        """At start-up, in the background: log loudly which number words a model lacks."""
+        from ivr.speech.vosk import describe_model
+
+        def check() -> None:
+            for language, model_dir in model_dirs.items():
+                try:
+                    report = describe_model(model_dir, language, self.number_words(language))
+                except Exception:  # noqa: BLE001 - a failed check must not stop the service
+                    log.exception("could not check the %s model's vocabulary", language)
+                    continue
+                self.model_reports[language] = report
+                missing = report.get("number_words_missing") or []
+                if missing and len(missing) == len(self.number_words(language)):
+                    log.error(
+                        "the %s model knows none of the %s number words (wrong language?): "
+                        "spoken order numbers will not be recognised",
+                        report.get("name") or model_dir,
+                        language,
+                    )
+
+        self._check = threading.Thread(target=check, name="ivr-model-check", daemon=True)
+        self._check.start()
+        return self._check
 
     def languages(self) -> tuple[str, ...]:
         """Languages a caller may speak in (a model is configured and loading or loaded)."""
@@ -109,11 +136,18 @@ class SpeechService:
         engine = self.engine.health() if self.engine else {"ok": False, "models": {}}
         with self._lock:
             counters = dict(self.counters)
+        for language, report in self.model_reports.items():
+            if language in engine.get("models", {}):
+                engine["models"][language]["number_words_missing"] = len(
+                    report.get("number_words_missing") or []
+                )
         return {**engine, "counters": counters}
 
     def close(self) -> None:
         """Finish queued jobs and stop the workers."""
         self._pool.shutdown(wait=True, cancel_futures=False)
+        if self._check is not None:
+            self._check.join(timeout=60)
         if self.engine is not None:
             self.engine.close()
 
