@@ -45,9 +45,9 @@ INPUT_STEPS = (
     "status_report",
 )
 # Steps at which the caller may speak (each is a <Record>).
-RECORD_STEPS = ("order_speech", "description")
+RECORD_STEPS = ("order_speech", "confirm_speech", "description")
 # Steps at which the IVR waits, polling, for a background recognition result.
-WAIT_STEPS = ("order_wait",)
+WAIT_STEPS = ("order_wait", "confirm_wait")
 # Steps after which the flow waits for Twilio to report how a <Dial>/<Enqueue> ended.
 CONNECT_STEPS = ("connect", "queue")
 FINAL_STEP = "ended"
@@ -83,6 +83,7 @@ class CallState:
     recording: str | None = None
     polls: int = 0
     description_recording: str | None = None
+    confirm_listened: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -298,6 +299,10 @@ def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Step:
         )
     if step == "order_speech":
         return Step(step, before, record=Record("order_number", max_length=20, timeout=3))
+    if step == "confirm_speech":
+        return Step(step, before, record=Record("confirm", max_length=4, timeout=2))
+    if step == "confirm_wait":
+        return Step(step, before, end="poll")
     if step == "order_wait":
         return Step(step, (*before, Say("one_moment")) if state.polls == 0 else before, end="poll")
     if step == "description":
@@ -309,7 +314,8 @@ def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Step:
     if step == "confirm_order":
         key = "order_heard" if state.candidate_source == "speech" else "order_readback"
         readback = Say(key, _spoken_order(state.candidate_order or ""))
-        return Step(step, (*before, readback, Say("confirm_menu")), Gather(num_digits=1))
+        menu = "confirm_menu_speech" if _can_say_yes_no(state) else "confirm_menu"
+        return Step(step, (*before, readback, Say(menu)), Gather(num_digits=1, timeout=4))
     if step == "category":
         return Step(step, (*before, Say("category_menu")), Gather(num_digits=1))
     if step == "ticket_info":
@@ -353,7 +359,7 @@ def _ticket_announcement(state: CallState) -> tuple[Say, ...]:
 
 def _go(state: CallState, step: str, before: tuple[Say, ...] = (), **changes: Any) -> tuple:
     """Move to an input step (resetting the per-step failure count)."""
-    new_state = replace(state, step=step, failures=0, **changes)
+    new_state = replace(state, step=step, **{"failures": 0, **changes})
     return new_state, present(new_state, step, before)
 
 
@@ -508,7 +514,13 @@ def _on_closed_menu(state: CallState, digits: str) -> tuple:
 
 def _on_order_number(state: CallState, digits: str) -> tuple:
     if len(digits) == ORDER_NUMBER_LENGTH and digits.isdigit():
-        return _go(state, "confirm_order", candidate_order=digits, candidate_source="keypad")
+        return _go(
+            state,
+            "confirm_order",
+            candidate_order=digits,
+            candidate_source="keypad",
+            confirm_listened=False,
+        )
     if not digits and state.speech_allowed:
         # Nothing typed: the caller may be about to speak the number.
         return _go(state, "order_speech")
@@ -516,7 +528,16 @@ def _on_order_number(state: CallState, digits: str) -> tuple:
     return _order_failed(state, reason)
 
 
+def _can_say_yes_no(state: CallState) -> bool:
+    """A caller may answer the read-back with "да"/"нет" once, where speech is available."""
+    return state.language in state.speech_languages and not state.confirm_listened
+
+
 def _on_recording(state: CallState, event: Recorded | NothingRecorded) -> tuple:
+    if state.step == "confirm_speech":
+        if isinstance(event, NothingRecorded):
+            return _retry(replace(state, step="confirm_order"), "no_input")
+        return _go(state, "confirm_wait", recording=event.recording_sid, polls=0)
     if state.step == "description":
         sid = event.recording_sid if isinstance(event, Recorded) else None
         before = (Say("description_thanks"),) if sid else ()
@@ -527,14 +548,33 @@ def _on_recording(state: CallState, event: Recorded | NothingRecorded) -> tuple:
 
 
 def _on_speech_result(state: CallState, event: SpeechResult) -> tuple:
+    if state.step == "confirm_wait":
+        return _on_spoken_answer(state, event)
     if not event.ready:
         if state.polls + 1 >= MAX_POLLS:
             return _speech_failed(state, "order_not_recognised")
         new_state = replace(state, polls=state.polls + 1)
         return new_state, present(new_state, "order_wait")
     if event.ok and len(event.digits) == ORDER_NUMBER_LENGTH and event.digits.isdigit():
-        return _go(state, "confirm_order", candidate_order=event.digits, candidate_source="speech")
+        return _go(
+            state,
+            "confirm_order",
+            candidate_order=event.digits,
+            candidate_source="speech",
+            confirm_listened=False,
+        )
     return _speech_failed(state, "order_not_recognised")
+
+
+def _on_spoken_answer(state: CallState, event: SpeechResult) -> tuple:
+    """The caller answered the read-back by voice: "да" = 1, "нет" = 2, anything else = retry."""
+    if not event.ready and state.polls + 1 < MAX_POLLS:
+        new_state = replace(state, polls=state.polls + 1)
+        return new_state, present(new_state, "confirm_wait")
+    back = replace(state, step="confirm_order", recording=None, polls=0)
+    if event.ready and event.ok and event.digits in ("1", "2"):
+        return _on_confirm_order(back, event.digits)
+    return _retry(back, "invalid_answer")
 
 
 def _speech_failed(state: CallState, reason: str) -> tuple:
@@ -561,6 +601,9 @@ def _order_failed(state: CallState, reason: str, extra: tuple[str, ...] = ()) ->
 
 
 def _on_confirm_order(state: CallState, digits: str) -> tuple:
+    if not digits and _can_say_yes_no(state):
+        # Nothing typed: listen once for a spoken "да" / "нет".
+        return _go(state, "confirm_speech", confirm_listened=True, failures=state.failures)
     failed = _menu_key(state, digits, {"1": True, "2": False})
     if failed:
         return failed

@@ -286,3 +286,88 @@ def test_every_input_step_can_be_presented():
     for name in flow.INPUT_STEPS:
         step = flow.present(state, name)
         assert isinstance(step, Step) and step.gather is not None and step.say
+
+
+SPEECH = ("ru", "en")
+
+
+def speech_walk(keys_and_events):
+    """Walk a call where speech is available, feeding keys and speech events."""
+    effects = Effects()
+    state, step = flow.run(CallState(), flow.CallStarted("domestic", True, SPEECH), effects)
+    for item in keys_and_events:
+        event = Keys(item) if isinstance(item, str) else item
+        state, step = flow.run(state, event, effects)
+    return state, step
+
+
+@pytest.mark.parametrize(
+    "events, step, end",
+    [
+        (["1"], "order_number", "wait"),
+        (["1", ""], "order_speech", "wait"),
+        (["1", "", flow.Recorded("RE1")], "order_wait", "poll"),
+        (["1", "", flow.Recorded("RE1"), flow.SpeechResult(False)], "order_wait", "poll"),
+        (
+            ["1", "", flow.Recorded("RE1"), flow.SpeechResult(True, True, "4207315890")],
+            "confirm_order",
+            "wait",
+        ),
+        (
+            ["1", "", flow.Recorded("RE1"), flow.SpeechResult(True, False, "", "no_speech")],
+            "order_number",
+            "wait",
+        ),
+        (["1", "", flow.NothingRecorded()], "order_number", "wait"),
+        (
+            ["1", "", flow.Recorded("RE1"), flow.SpeechResult(True, True, "4207315890"), ""],
+            "confirm_speech",
+            "wait",
+        ),
+        (
+            [
+                "1",
+                "",
+                flow.Recorded("RE1"),
+                flow.SpeechResult(True, True, "4207315890"),
+                "",
+                flow.Recorded("RE2"),
+                flow.SpeechResult(True, True, "1"),
+            ],
+            "category",
+            "wait",
+        ),
+        (["1", "4207315890", "1", "1"], "description", "wait"),
+        (["1", "4207315890", "1", "1", flow.NothingRecorded()], "ticket_info", "wait"),
+        (["1", "4207315890", "1", "1", flow.Recorded("RE3")], "ticket_info", "wait"),
+    ],
+)
+def test_speech_steps(events, step, end):
+    state, reply = speech_walk(events)
+    assert (reply.name, reply.end) == (step, end)
+
+
+def test_polling_is_bounded():
+    events = ["1", "", flow.Recorded("RE1")] + [flow.SpeechResult(False)] * flow.MAX_POLLS
+    state, step = speech_walk(events)
+    assert step.name == "order_number" and state.order_failures == 1
+
+
+def test_two_speech_failures_then_keypad_only():
+    failed = flow.SpeechResult(True, False, "", "no_speech")
+    state, step = speech_walk(
+        ["1", "", flow.Recorded("R1"), failed, "", flow.Recorded("R2"), failed]
+    )
+    assert not state.speech_allowed
+    assert [say.key for say in step.say][-2:] == ["order_keypad_only", "order_prompt"]
+    state, step = flow.run(state, Keys(""), Effects())
+    assert step.name == "category"  # third failure in all: on without an order number
+
+
+def test_description_recording_goes_on_the_ticket_effect():
+    effects = Effects()
+    state, _ = flow.run(CallState(), flow.CallStarted("domestic", True, SPEECH), effects)
+    for key in ["1", "4207315890", "1", "3"]:
+        state, _ = flow.run(state, Keys(key), effects)
+    flow.run(state, flow.Recorded("REdesc"), effects)
+    assert effects.performed[-1].description_recording == "REdesc"

@@ -298,3 +298,26 @@ def test_the_recognised_number_scenario_with_a_scripted_recogniser(speech_server
     with Runner(server.base_url, server.auth_token, server.db_path) as runner:
         report = runner.run(load_scenario(path))
     assert report.passed, format_report(report)
+
+
+@pytest.mark.parametrize(
+    "answer, fixture, then",
+    [
+        ("да", "ru_yes.wav", "Выберите тему обращения"),
+        ("нет", "ru_no.wav", "введём номер заново"),
+        ("сорок", "ru_yes.wav", "Я не поняла ответ"),
+    ],
+)
+def test_the_read_back_can_be_answered_by_voice(speech_server, media, answer, fixture, then):
+    engine = ScriptedEngine("четыре два ноль семь три один пять восемь девять ноль", answer)
+    server = speech_server(engine)
+    call = _call(server, media).press("1").silence().speak(AUDIO / "ru_order_digits_1.wav")
+    assert "нажмите 1 или скажите «да»" in call.result.transcript
+    call.silence()  # no key: the IVR listens for "да" / "нет"
+    assert call.waiting_for == "Record"
+    before = len(call.result.heard)
+    call.speak(AUDIO / fixture)
+    assert then in " ".join(item.text for item in call.result.heard[before:])
+    assert engine.calls[1]["grammar"] and "да" in engine.calls[1]["grammar"]
+    if answer == "сорок":  # one spoken try only: the repeat is keypad-only
+        assert "скажите" not in call.result.heard[-1].text

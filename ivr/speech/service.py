@@ -23,14 +23,15 @@ from typing import Any, Protocol
 
 from ivr import db as database
 from ivr.speech.audio import AudioError, is_silent, to_model_pcm
-from ivr.speech.numbers import parse_order_number
+from ivr.speech.numbers import parse_order_number, parse_yes_no, yes_no_words
 
 log = logging.getLogger("ivr.speech")
 
 ORDER_NUMBER = "order_number"
+CONFIRM = "confirm"
 DESCRIPTION = "description"
-MAX_SECONDS = {ORDER_NUMBER: 30.0, DESCRIPTION: 75.0}
-DECODE_TIMEOUT = {ORDER_NUMBER: 10.0, DESCRIPTION: 60.0}
+MAX_SECONDS = {ORDER_NUMBER: 30.0, CONFIRM: 10.0, DESCRIPTION: 75.0}
+DECODE_TIMEOUT = {ORDER_NUMBER: 10.0, CONFIRM: 5.0, DESCRIPTION: 60.0}
 
 
 class Recogniser(Protocol):
@@ -225,15 +226,21 @@ class SpeechService:
             row["digits"] = parsed.digits
             if not parsed.ok:
                 row.update(ok=0, reason=f"not_an_order_number: {parsed.reason}")
+        if purpose == CONFIRM and recognition.ok:
+            answer = parse_yes_no(recognition.text, language)
+            # Stored as the key it stands for: "1" yes, "2" no.
+            row["digits"] = {True: "1", False: "2"}.get(answer, "")
+            if answer is None:
+                row.update(ok=0, reason="not_yes_or_no")
         return row
 
     def _grammar(self, purpose: str, language: str) -> list[str] | None:
-        """Number words for order numbers where the model takes a grammar; free otherwise."""
-        if purpose != ORDER_NUMBER or language in self._free_only:
+        """Number words (or yes/no words) where the model takes a grammar; free otherwise."""
+        if purpose not in (ORDER_NUMBER, CONFIRM) or language in self._free_only:
             return None
         if not self.engine.supports_grammar(language):
             return None
-        return self.number_words(language)
+        return self.number_words(language) if purpose == ORDER_NUMBER else yes_no_words(language)
 
     # Storage ---------------------------------------------------------------------------
 

@@ -34,7 +34,11 @@ log = logging.getLogger("ivr.voice")
 
 CALL_SID_PATTERN = re.compile(r"^CA[0-9a-fA-F]{32}$")
 RECORDING_SID_PATTERN = re.compile(r"^RE[0-9a-fA-F]{32}$")
-RECORD_PURPOSES = {"order_speech": "order_number", "description": "description"}
+RECORD_PURPOSES = {
+    "order_speech": "order_number",
+    "confirm_speech": "confirm",
+    "description": "description",
+}
 DIGITS_PATTERN = re.compile(r"^[0-9*#]{0,64}$")
 FINAL_CALL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
 MAX_FIELD_LENGTH = 256
