@@ -240,7 +240,7 @@ class CallContext:
                 "category": effect.category,
                 "status": "open",
                 "operator_id": operator.id if operator else None,
-                "operator_name": operator.spoken_name(language) if operator else None,
+                "operator_name": operator.full_name if operator else None,
                 "language": language,
                 "after_hours": int(effect.after_hours),
                 "callback_at": handled_at.isoformat() if effect.after_hours else None,
@@ -271,7 +271,7 @@ class CallContext:
         busy = bool(operator) and database.operator_on_call(self.db, operator.id, call_sid)
         return flow.TicketReady(
             number=ticket["number"],
-            operator_name=ticket["operator_name"],
+            operator_name=operator.spoken_name(language) if operator else ticket["operator_name"],
             operator_endpoint=operator.endpoint if operator else None,
             operator_busy=busy,
             queue=f"operator-{operator.id}" if operator and busy else f"support-{language}",
@@ -291,6 +291,17 @@ class CallContext:
                 self.now,
             )
 
+    def spoken_operator_name(self, ticket: dict[str, Any]) -> str | None:
+        """The ticket's operator as this caller hears the name (Latin for English callers)."""
+        row = (
+            database.get_operator(self.db, ticket["operator_id"]) if ticket["operator_id"] else None
+        )
+        return (
+            operator_from_row(row).spoken_name(self.state.language)
+            if row
+            else (ticket["operator_name"])
+        )
+
     def lookup_ticket(self, effect: flow.LookupTicket) -> flow.TicketFound:
         """Find a ticket for the status menu; say whether this caller filed it."""
         ticket = database.get_ticket(self.db, effect.number)
@@ -305,7 +316,7 @@ class CallContext:
             and caller == _normalise_number(ticket["caller_number"] or ""),
             order_number=ticket["order_number"],
             status=ticket["status"],
-            operator_name=ticket["operator_name"],
+            operator_name=self.spoken_operator_name(ticket),
             due_date=ticket["due_at"][:10],
         )
 
