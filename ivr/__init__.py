@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,17 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
             "(unsigned requests are never accepted)"
         )
 
+    # One connection per server thread, kept from request to request: opening one for each
+    # request (and closing it, which checkpoints the WAL when it is the last one) cost about
+    # a third of a webhook's CPU time under load (tests/bench/bench_load.py).
+    app.extensions["ivr.connections"] = threading.local()
+
     @app.teardown_appcontext
-    def close_db(_error: BaseException | None) -> None:
+    def release_db(_error: BaseException | None) -> None:
         db = g.pop("db", None)
-        if db is not None:
-            db.close()
+        if db is not None and db.conn.in_transaction:
+            # Writes go through write_transaction; never carry anything into the next request.
+            db.conn.rollback()
 
     @app.get("/metrics")
     def metrics():
@@ -128,10 +135,13 @@ def build_speech_service(settings: Settings, engine: Any = None):
 
 
 def get_db():
-    """This request's database connection (opened on first use)."""
+    """This thread's database connection (opened on first use, kept for its next requests)."""
     from flask import current_app
 
     if "db" not in g:
-        settings: Settings = current_app.extensions["ivr.settings"]
-        g.db = database.connect(settings.db_path, settings.busy_timeout_ms)
+        connections = current_app.extensions["ivr.connections"]
+        if getattr(connections, "db", None) is None:
+            settings: Settings = current_app.extensions["ivr.settings"]
+            connections.db = database.connect(settings.db_path, settings.busy_timeout_ms)
+        g.db = connections.db
     return g.db

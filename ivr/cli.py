@@ -17,6 +17,13 @@ from ivr.demo import seed_demo_roster
 from ivr.logs import mask_phone
 from ivr.operators import parse_languages, parse_shift, validate_endpoint
 from ivr.tickets import TICKET_STATUSES, is_valid_ticket_number
+from ivr.web.auth import (
+    LOGIN_PATTERN,
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    hash_password,
+    password_problem,
+)
 
 
 def _now() -> str:
@@ -45,11 +52,15 @@ def init_db(demo: bool) -> None:
     """Create or migrate the database (safe to run again)."""
     db = _open_db()
     version = database.schema_version(db)
-    added = seed_demo_roster(db) if demo else 0
+    db_file = db.conn.execute("PRAGMA database_list").fetchone()[2]
+    accounts = Path(db_file).parent / "demo-accounts.txt" if db_file else None
+    added = seed_demo_roster(db, accounts) if demo else 0
     click.echo(
-        f"database {db.conn.execute('PRAGMA database_list').fetchone()[2]} "
-        f"at schema version {version}" + (f"; {added} demo operators added" if added else "")
+        f"database {db_file} at schema version {version}"
+        + (f"; {added} demo operators added" if added else "")
     )
+    if demo and accounts is not None and accounts.exists():
+        click.echo(f"demo console accounts (login, password) are in {accounts}")
 
 
 @main.command()
@@ -70,7 +81,15 @@ def serve(host: str, port: int, threads: int) -> None:
         "serving", extra={"host": host, "port": port, "threads": threads}
     )
     click.echo(f"ivr serving on http://{host}:{port} (webhooks under /twilio/)", err=True)
-    waitress.serve(app, host=host, port=port, threads=threads, ident="ivr")
+    waitress.serve(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="ivr",
+        # Oversized bodies get 413 from the headers alone, before waitress buffers them.
+        max_request_body_size=app.extensions["ivr.settings"].max_request_bytes,
+    )
 
 
 # Operators -------------------------------------------------------------------------------
@@ -87,13 +106,21 @@ def operators() -> None:
 @click.option("--languages", default="ru", show_default=True, help="Comma-separated: ru,en.")
 @click.option("--shift", default="08:00-20:00", show_default=True, help="Moscow time, HH:MM-HH:MM.")
 @click.option("--name-en", default=None, help="Latin spelling for English-speaking callers.")
-@click.option("--login", default=None, help="Console login (optional).")
+@click.option("--login", default=None, help="Console login (optional); asks for a password.")
 @click.option("--admin", is_flag=True, help="Give the console's admin role.")
-def operators_add(full_name, endpoint, languages, shift, name_en, login, admin) -> None:
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the console password from the first line of stdin."
+)
+def operators_add(
+    full_name, endpoint, languages, shift, name_en, login, admin, password_stdin
+) -> None:
     """Add an operator (FULL_NAME as callers should hear it, e.g. the ФИО)."""
+    if password_stdin and not login:
+        raise click.ClickException("--password-stdin needs --login")
     try:
         if not full_name.strip() or len(full_name) > 200:
             raise ValueError("the full name must be 1-200 characters")
+        login = _console_login(login) if login else None
         start, end = parse_shift(shift)
         operator = {
             "full_name": full_name.strip(),
@@ -109,11 +136,60 @@ def operators_add(full_name, endpoint, languages, shift, name_en, login, admin) 
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     db = _open_db()
-    if login and database.get_operator(db, login):
+    if login and database.operator_by_login(db, login):
         raise click.ClickException(f"login {login!r} is taken")
+    password = _new_password(password_stdin, ask=_interactive()) if login else None
+    if password is not None:
+        operator["password_hash"] = hash_password(password)
     with database.write_transaction(db):
         operator_id = database.insert_operator(db, operator)
     click.echo(f"added operator {operator_id}: {operator['full_name']}")
+    if login and password is None:
+        click.echo(f"no console password yet: set one with `ivr operators set-password {login}`")
+
+
+@operators.command("set-password")
+@click.argument("login")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+def operators_set_password(login: str, password_stdin: bool) -> None:
+    """Set (or reset) the console password of the operator with this LOGIN."""
+    db = _open_db()
+    row = database.operator_by_login(db, login.strip().lower())
+    if row is None:
+        raise click.ClickException(f"no operator with login {login!r}")
+    password_hash = hash_password(_new_password(password_stdin, ask=True))
+    with database.write_transaction(db):
+        database.set_operator_password(db, row["id"], password_hash)
+    click.echo(f"password set for {row['login']} ({row['full_name']}); their sessions have ended")
+
+
+def _console_login(text: str) -> str:
+    login = text.strip().lower()
+    if not LOGIN_PATTERN.match(login):
+        raise ValueError("a login has 2-40 characters: a-z, 0-9, dot, hyphen, underscore")
+    return login
+
+
+def _interactive() -> bool:
+    return click.get_text_stream("stdin").isatty()
+
+
+def _new_password(from_stdin: bool, ask: bool) -> str | None:
+    """A new console password: stdin's first line, or typed twice at a hidden prompt."""
+    if from_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    elif ask:
+        password = click.prompt("Console password", hide_input=True, confirmation_prompt=True)
+    else:
+        return None
+    problem = password_problem(password)
+    if problem:
+        raise click.ClickException(
+            f"the password must have {MIN_PASSWORD_LENGTH}-{MAX_PASSWORD_LENGTH} characters"
+        )
+    return password
 
 
 @operators.command("list")

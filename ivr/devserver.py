@@ -44,7 +44,13 @@ class LocalServer:
             with database.connect(db_path) as db:
                 seed_demo_roster(db)
         self.server = waitress.create_server(
-            self.app, host="127.0.0.1", port=0, threads=threads, ident="ivr"
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            threads=threads,
+            ident="ivr",
+            # Oversized bodies get 413 from the headers alone, before waitress buffers them.
+            max_request_body_size=self.app.extensions["ivr.settings"].max_request_bytes,
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -9,6 +9,8 @@ serves them.
 from __future__ import annotations
 
 import base64
+import http.client
+import random
 import secrets
 import subprocess
 import threading
@@ -26,6 +28,7 @@ from typing import Any, Protocol
 from twilio.request_validator import RequestValidator
 
 API_VERSION = "2010-04-01"
+FALLBACK_PATH = "/twilio/fallback"
 MAX_REQUESTS_PER_CALL = 300
 FINISH_ON_KEY_DEFAULT = "#"
 RECORD_FINISH_DEFAULT = "1234567890*#"
@@ -329,6 +332,10 @@ class EmulatedCall:
         recording_callback_delay: float = 0.05,
         deliveries: int = 1,
         time_scale: float = 1.0,
+        think_time: float = 0.0,
+        fallback_on_failure: bool = False,
+        fallback_tries: int = 1,
+        fallback_retry_delay: float = 0.5,
     ):
         self.transport = transport
         self.base_url = base_url.rstrip("/")
@@ -343,6 +350,16 @@ class EmulatedCall:
         self.recording_callback_delay = recording_callback_delay
         self.deliveries = deliveries
         self.time_scale = time_scale
+        # Load runs: the caller takes about this long (random, ±50%) before each answer, as
+        # prompts take seconds to say, and the call arrives within that much of its start.
+        self.think_time = think_time
+        # As Twilio: a call-flow request with no usable answer (connection refused or reset,
+        # time-out, 5xx) makes Twilio POST the number's fallback URL with ErrorCode and
+        # ErrorUrl and run that TwiML. Twilio tries the fallback once; more `fallback_tries`
+        # are a test harness's way of waiting for a server that is restarting.
+        self.fallback_on_failure = fallback_on_failure
+        self.fallback_tries = fallback_tries
+        self.fallback_retry_delay = fallback_retry_delay
         self._document_url = ""
         self._pending: list[ElementTree.Element] = []
         self._waiting: ElementTree.Element | None = None  # a <Gather> or <Record>
@@ -386,7 +403,12 @@ class EmulatedCall:
         answers = []
         for _ in range(self.deliveries):
             started = time.perf_counter()
-            answers.append(self.transport.post(absolute, params, headers))
+            try:
+                answers.append(self.transport.post(absolute, params, headers))
+            except (OSError, http.client.HTTPException) as error:
+                if not self.fallback_on_failure:
+                    raise
+                answers.append((0, f"no answer: {type(error).__name__}: {error}"))  # 0: no HTTP
             path = urllib.parse.urlsplit(absolute).path
             self.result.latencies.append((path, time.perf_counter() - started))
         status_code, body = answers[0]
@@ -398,6 +420,12 @@ class EmulatedCall:
 
     def _fetch(self, url: str, extra: dict[str, str] | None = None, status: str = "in-progress"):
         status_code, body, absolute = self.post(url, extra, status)
+        if (
+            self.fallback_on_failure
+            and _no_usable_answer(status_code)
+            and urllib.parse.urlsplit(absolute).path != FALLBACK_PATH
+        ):
+            status_code, body, absolute = self._post_fallback("11200", absolute)
         if status_code != 200:
             # Twilio says "an application error has occurred" and ends the call.
             self.result.errors.append(f"HTTP {status_code} from {absolute}")
@@ -418,6 +446,8 @@ class EmulatedCall:
 
     def start(self) -> EmulatedCall:
         """Twilio answers: POST /twilio/voice (at the scenario's instant, if one is set)."""
+        if self.think_time > 0:
+            time.sleep(random.uniform(0, self.think_time))  # calls do not all ring at once
         url = self.base_url + "/twilio/voice"
         if self.at:
             url += "?" + urllib.parse.urlencode({"simulated_now": self.at})
@@ -432,6 +462,7 @@ class EmulatedCall:
     def press(self, keys: str) -> EmulatedCall:
         """Type keys at the pending <Gather> (or end a <Record> with a key)."""
         verb = self._require_waiting()
+        self._listen()
         self.result.heard.append(Heard("keys", keys))
         if verb.tag == "Record":
             return self._record_ended_by_key(verb, keys)
@@ -457,6 +488,7 @@ class EmulatedCall:
     def silence(self) -> EmulatedCall:
         """Say and type nothing: the <Gather> times out / the <Record> is empty."""
         verb = self._require_waiting()
+        self._listen()
         self.result.heard.append(Heard("silence", ""))
         self._waiting = None
         if verb.tag == "Record":
@@ -468,6 +500,7 @@ class EmulatedCall:
         """Speak: at a <Record>, the audio file becomes the recording; a DTMF <Gather>
         does not listen to speech, so there it is a time-out."""
         verb = self._require_waiting()
+        self._listen()
         self.result.heard.append(Heard("speak", str(audio)))
         if verb.tag != "Record" or "speech" in verb.get("input", ""):
             self._waiting = None
@@ -507,15 +540,31 @@ class EmulatedCall:
         """Twilio could not use the last answer and calls the number's fallback URL."""
         self._waiting = None
         self._fetch(
-            self.base_url + "/twilio/fallback",
+            self.base_url + FALLBACK_PATH,
             {"ErrorCode": error_code, "ErrorUrl": self._document_url},
         )
         return self
+
+    def _post_fallback(self, error_code: str, failed_url: str) -> tuple[int, str, str]:
+        """POST the fallback URL after `failed_url` gave no usable answer (see __init__)."""
+        self.result.heard.append(Heard("fallback", f"{error_code} {failed_url}"))
+        extra = {"ErrorCode": error_code, "ErrorUrl": failed_url}
+        for attempt in range(max(1, self.fallback_tries)):
+            if attempt:
+                time.sleep(self.fallback_retry_delay)
+            answer = self.post(self.base_url + FALLBACK_PATH, extra)
+            if not _no_usable_answer(answer[0]):
+                break
+        return answer
 
     def wait_for_callbacks(self, timeout: float = 10.0) -> None:
         """Let background callbacks (recording status) finish."""
         for thread in self._callbacks:
             thread.join(timeout)
+
+    def _listen(self) -> None:
+        if self.think_time > 0:
+            time.sleep(self.think_time * random.uniform(0.5, 1.5))
 
     def _require_waiting(self) -> ElementTree.Element:
         if self._waiting is None:
@@ -676,6 +725,11 @@ class EmulatedCall:
         )
         if status_code >= 400:
             self.result.errors.append(f"HTTP {status_code} from the status callback")
+
+
+def _no_usable_answer(status_code: int) -> bool:
+    """No HTTP answer at all (0) or a server error: what sends Twilio to the fallback URL."""
+    return status_code == 0 or status_code >= 500
 
 
 def as_dict(result: CallResult) -> dict[str, Any]:

@@ -332,6 +332,7 @@ class Runner:
         transport: Transport | None = None,
         deliveries: int = 1,
         account_sid: str | None = None,
+        think_time: float = 0.0,
     ):
         self.base_url = base_url
         self.account_sid = account_sid  # the server's own, which its recording fetcher expects
@@ -339,6 +340,7 @@ class Runner:
         self.db_path = db_path
         self.transport = transport or HttpTransport()
         self.deliveries = deliveries
+        self.think_time = think_time  # seconds each caller listens before answering
         self.media = MediaServer()
 
     def close(self) -> None:
@@ -382,6 +384,7 @@ class Runner:
                 recording_not_ready_fetches=plan.recording_not_ready_fetches,
                 deliveries=self.deliveries,
                 account_sid=self.account_sid,
+                think_time=self.think_time,
             )
             try:
                 failures = play_call(plan, call, variables)
@@ -470,6 +473,7 @@ class LoadReport:
     latencies: list[float]
     failures: list[str]
     tickets: list[str]
+    outcomes: list[CallOutcome] = field(default_factory=list)  # every call, for deeper checks
 
     def summary(self) -> dict[str, Any]:
         """Counts and webhook latency percentiles in milliseconds."""
@@ -502,6 +506,7 @@ def run_load(runner: Runner, scenarios: list[Scenario], calls: int, concurrency:
     latencies: list[float] = []
     failures: list[str] = []
     tickets: list[str] = []
+    outcomes: list[CallOutcome] = []
     completed = 0
 
     def one(index: int) -> None:
@@ -509,6 +514,7 @@ def run_load(runner: Runner, scenarios: list[Scenario], calls: int, concurrency:
         scenario = scenarios[index % len(scenarios)]
         report = runner.run(_for_load(scenario, index))
         with lock:
+            outcomes.extend(report.calls)
             for outcome in report.calls:
                 latencies.extend(seconds for _, seconds in outcome.result.latencies)
                 # The ticket this call created: from its record, else the one it was told
@@ -536,6 +542,7 @@ def run_load(runner: Runner, scenarios: list[Scenario], calls: int, concurrency:
         latencies,
         failures,
         tickets,
+        outcomes,
     )
 
 

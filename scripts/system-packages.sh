@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the service and its tests need, if any are missing.
 set -euo pipefail
-packages=(ffmpeg sox espeak-ng)
+# chromium: the browser tests (Playwright drives Debian's build at /usr/bin/chromium).
+packages=(ffmpeg sox espeak-ng chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

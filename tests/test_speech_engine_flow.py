@@ -159,4 +159,5 @@ def test_start_up_check_reports_a_wrong_language_model_loudly(korean_as_russian,
     report = service.model_reports["ru"]
     assert report["number_words_missing"] and "ноль" in report["number_words_missing"]
     assert service.health()["models"]["ru"]["number_words_missing"] == len(
-        report["number_words_missing"])
+        report["number_words_missing"]
+    )

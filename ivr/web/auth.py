@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 from datetime import timedelta
 from functools import cache
@@ -19,6 +20,7 @@ from ivr.config import Settings
 log = logging.getLogger("ivr.console")
 
 PASSWORD_METHOD = "scrypt"  # noqa: S105 - a KDF name; werkzeug: n=2**15, r=8, p=1, 16-byte salt
+LOGIN_PATTERN = re.compile(r"^[a-z0-9._-]{2,40}$")
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 256
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name

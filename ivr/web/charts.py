@@ -93,10 +93,14 @@ def stacked_columns(
 
 
 def horizontal_bars(
-    rows: list[tuple[str, float, str, str]], maximum: float | None = None, width: int = 360
+    rows: list[tuple[str, float, str, str]],
+    maximum: float | None = None,
+    width: int = 360,
+    label_width: int = 150,
+    text_width: int = 70,
 ) -> Chart:
     """Rows (label, value, text shown after the bar, css) as horizontal bars."""
-    row_height, label_width, text_width = 26, 150, 70
+    row_height = 26
     plot_width = width - label_width - text_width
     top = max(maximum if maximum is not None else max((r[1] for r in rows), default=0), 1e-9)
     chart = Chart(width, row_height * max(len(rows), 1) + 4)

@@ -64,7 +64,6 @@ LINES = ("domestic", "international")
 OUTCOMES = tuple(LABELS["en"]["outcome"])
 REACHED_OPERATOR = ("connected", "queued")
 PUBLIC_ENDPOINTS = ("console.login", "console.set_language")
-LOGIN_PATTERN = re.compile(r"^[a-z0-9._-]{2,40}$")
 NUMERIC_SEARCH = re.compile(r"^[\d\s()+.\-]+$")
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 PHONE_LIKE = re.compile(r"^\+?[\d\s()-]+$")
@@ -228,6 +227,21 @@ def event_lines(event: dict[str, Any]) -> list[str]:
                 f"→ {detail['end']}" + (f" {detail['target']}" if detail.get("target") else "")
             )
         return [" ".join(parts)]
+    if kind == "call_started":
+        state = t("line_open") if detail.get("open") else t("line_closed")
+        return [f"{_label('line', detail.get('line'))} · {detail.get('to', '')} · {state}"]
+    if kind == "ticket" and detail.get("ticket_number"):
+        parts = [f"№ {detail['ticket_number']}", detail.get("operator_name") or t("unassigned")]
+        parts.append(_label("category", detail.get("category")))
+        if detail.get("order_number"):
+            parts.append(f"{t('col_order')} {detail['order_number']}")
+        if detail.get("after_hours"):
+            parts.append(t("callback_at"))
+        return [" · ".join(parts)]
+    if kind == "status" and set(detail) <= {"status", "duration"}:
+        duration = detail.get("duration")
+        suffix = f" · {format_duration(duration)}" if str(duration or "").isdigit() else ""
+        return [f"{detail.get('status')}{suffix}"]
     if kind == "input" and set(detail) <= {"digits", "invalid"}:
         digits = detail.get("digits", "")
         shown = f"{t('pressed')}: {digits}" if digits else t("silence")
@@ -465,7 +479,10 @@ def dashboard():
         [
             (_label("line", line), count, str(count), f"series-{line}")
             for line, count in per_line.items()
-        ]
+        ],
+        width=320,
+        label_width=165,
+        text_width=40,
     )
 
     outcomes = database.outcome_counts(db, *window)
@@ -473,10 +490,16 @@ def dashboard():
     donut = Donut(reached / total if total else 0.0)
     outcome_chart = horizontal_bars(
         [
-            (_label("outcome", outcome or "live"), count, str(count), "series-outcome")
+            (
+                _label("outcome", outcome) if outcome else t("still_in_progress"),
+                count,
+                str(count),
+                "series-outcome",
+            )
             for outcome, count in sorted(outcomes.items(), key=lambda item: -item[1])
         ],
-        width=420,
+        width=720,
+        label_width=300,
     )
 
     waiting_total, waiting = database.callbacks_waiting(db, limit=8)
@@ -491,7 +514,9 @@ def dashboard():
         speech_bars.append(
             (name, rate, f"{round(100 * rate)}% ({ok}/{row['total']})", "series-speech")
         )
-    speech_chart = horizontal_bars(speech_bars, maximum=1.0, width=420)
+    speech_chart = horizontal_bars(
+        speech_bars, maximum=1.0, width=320, label_width=130, text_width=90
+    )
     return render_template(
         "console/dashboard.html",
         today=today,
@@ -820,7 +845,7 @@ def _operator_form(existing: dict[str, Any] | None) -> tuple[dict[str, Any], lis
     values["full_name"] = full_name
     values["name_en"] = form.get("name_en", "").strip()[:200] or None
     login_name = form.get("login", "").strip().lower()
-    if not LOGIN_PATTERN.match(login_name):
+    if not auth.LOGIN_PATTERN.match(login_name):
         errors.append("login_invalid")
     else:
         holder = database.operator_by_login(get_db(), login_name)

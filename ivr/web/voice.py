@@ -32,15 +32,18 @@ from ivr.twiml import Links, render, render_apology, render_queue_wait, spoken_t
 bp = Blueprint("voice", __name__, url_prefix="/twilio")
 log = logging.getLogger("ivr.voice")
 
-CALL_SID_PATTERN = re.compile(r"^CA[0-9a-fA-F]{32}$")
-RECORDING_SID_PATTERN = re.compile(r"^RE[0-9a-fA-F]{32}$")
+# \Z, not $: "$" also matches before a trailing newline ("CA...\n" is not a CallSid).
+CALL_SID_PATTERN = re.compile(r"^CA[0-9a-fA-F]{32}\Z")
+RECORDING_SID_PATTERN = re.compile(r"^RE[0-9a-fA-F]{32}\Z")
 RECORD_PURPOSES = {
     "order_speech": "order_number",
     "confirm_speech": "confirm",
     "description": "description",
 }
-DIGITS_PATTERN = re.compile(r"^[0-9*#]{0,64}$")
+DIGITS_PATTERN = re.compile(r"^[0-9*#]{0,64}\Z")
 FINAL_CALL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+# A hang-up at any of these (keys, speaking, waiting for a recognition) is "in the menu".
+MENU_STEPS = (*flow.INPUT_STEPS, *flow.RECORD_STEPS, *flow.WAIT_STEPS)
 MAX_FIELD_LENGTH = 256
 
 
@@ -83,7 +86,11 @@ def check_signature() -> None:
             extra={"path": request.path},
         )
         abort(403)
-    if not RequestValidator(token).validate(_signed_url(), request.form, signature):
+    try:
+        valid = RequestValidator(token).validate(_signed_url(), request.form, signature)
+    except ValueError:  # a Host header with a bad port: not a URL Twilio could have signed
+        valid = False
+    if not valid:
         log.warning("webhook refused: bad signature", extra={"path": request.path})
         abort(403)
 
@@ -131,6 +138,11 @@ def answer_safely(error: Exception):
     return _twiml(render_apology(prompts, f"support-{prompts.language}"))
 
 
+def _is_number(text: str) -> bool:
+    """Plain ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _field(name: str, required: bool = False) -> str:
     value = request.form.get(name, "")
     if len(value) > MAX_FIELD_LENGTH:
@@ -149,7 +161,7 @@ def _call_sid() -> str:
 
 def _seq() -> int:
     text = request.args.get("seq", "")
-    if not text.isdigit() or len(text) > 9:
+    if not _is_number(text) or len(text) > 9:
         abort(400, description="seq is missing or malformed")
     return int(text)
 
@@ -344,7 +356,8 @@ class CallContext:
             "step": state.step,
             "state": json.dumps(state.to_dict(), ensure_ascii=False),
             "language": state.language,
-            "outcome": state.outcome,
+            # An outcome the status callback set (the caller hung up) is kept.
+            "outcome": state.outcome or self.call["outcome"],
             "order_number": state.order_number,
             "category": state.category,
             "updated_at": database.timestamp(self.now),
@@ -396,27 +409,32 @@ def incoming_call() -> Response:
 
     def work(db) -> str:
         now = _simulated_now() or _clock().now()
-        if database.get_call(db, call_sid) is not None:
-            # Known call without a stored answer for seq 0: re-present where it is.
-            return _reprompt(CallContext(db, database.get_call(db, call_sid), now))
+        known = database.get_call(db, call_sid)
+        # A status callback may have arrived first and made a bare row ("start", seq 0):
+        # the call still starts. Any other known call is re-presented where it is.
+        if known is not None and (
+            known["step"] != "start" or known["status"] in FINAL_CALL_STATUSES
+        ):
+            return _reprompt(CallContext(db, known, now))
         line = _line_for(to_number)
         open_now = is_open(now, _settings().opening_hours)
-        database.insert_call(
-            db,
-            {
-                "call_sid": call_sid,
-                "account_sid": _field("AccountSid"),
-                "line": line,
-                "to_number": to_number,
-                "from_number": from_number,
-                "started_at": database.timestamp(now),
-                "updated_at": database.timestamp(now),
-                "status": _field("CallStatus") or "ringing",
-                "step": "start",
-                "seq": 0,
-                "after_hours": int(not open_now),
-            },
-        )
+        row = {
+            "call_sid": call_sid,
+            "account_sid": _field("AccountSid"),
+            "line": line,
+            "to_number": to_number,
+            "from_number": from_number,
+            "started_at": database.timestamp(now),
+            "updated_at": database.timestamp(now),
+            "status": (known or {}).get("status") or _field("CallStatus") or "ringing",
+            "step": "start",
+            "seq": 0,
+            "after_hours": int(not open_now),
+        }
+        if known is None:
+            database.insert_call(db, row)
+        else:
+            database.update_call(db, call_sid, row)
         context = CallContext(db, database.get_call(db, call_sid), now)
         context.event("call_started", {"line": line, "to": to_number, "open": open_now})
         log.info(
@@ -496,6 +514,11 @@ def _continue_call(call_sid, seq, kind, make_event, detail, expected_step=None) 
         if call is None:
             abort(404, description="unknown call")
         context = CallContext(db, call, _clock().now())
+        if kind in ("gather", "result") and call["ended_at"]:
+            # The caller has hung up (a late or retried delivery): nothing to advance.
+            context.event("late_request", {"kind": kind, "seq": seq, "step": expected_step})
+            ended = flow.Step(flow.FINAL_STEP, end="hangup")
+            return render(ended, _catalogue(), context.state.language, _links(context.state, seq))
         stale = seq != context.seq or (expected_step and expected_step != context.state.step)
         if stale:
             context.event("stale_request", {"kind": kind, "seq": seq, "step": expected_step})
@@ -519,7 +542,7 @@ def recorded(step: str) -> Response:
     duration = _field("RecordingDuration")
 
     def make_event(context: CallContext) -> flow.Event:
-        if not (recording_sid and url):
+        if not (recording_sid and url) or _recording_of_another_call(context, recording_sid):
             return flow.NothingRecorded()
         purpose = RECORD_PURPOSES.get(context.state.step)
         if purpose:
@@ -534,6 +557,18 @@ def recorded(step: str) -> Response:
     return _continue_call(call_sid, seq, "recorded", make_event, detail, expected_step=step)
 
 
+def _recording_of_another_call(context: CallContext, sid: str) -> bool:
+    """A RecordingSid already known for another call: never touched or read from this one."""
+    known = database.get_recording(context.db, sid) or database.get_recognition(context.db, sid)
+    if known is None or known["call_sid"] == context.call["call_sid"]:
+        return False
+    log.warning(
+        "webhook names a recording of another call: ignored",
+        extra={"call_sid": context.call["call_sid"], "recording_sid": sid},
+    )
+    return True
+
+
 def _note_recording(context: CallContext, sid: str, url: str, purpose: str, duration: str):
     """Remember a recording and its (pending) recognition, whichever webhook comes first."""
     now = database.timestamp(context.now)
@@ -545,7 +580,7 @@ def _note_recording(context: CallContext, sid: str, url: str, purpose: str, dura
             "purpose": purpose,
             "attempt": context.state.speech_failures + 1,
             "url": url,
-            "duration": float(duration) if duration.isdigit() else None,
+            "duration": float(duration) if _is_number(duration) else None,
             "status": "pending",
             "created_at": now,
             "updated_at": now,
@@ -583,6 +618,8 @@ def recording_status() -> Response:
         if call is None:
             abort(404, description="unknown call")
         context = CallContext(db, call, _clock().now())
+        if _recording_of_another_call(context, recording_sid):
+            abort(400, description="the recording belongs to another call")
         context.event("recording_status", {"recording_sid": recording_sid, "status": status})
         if status == "completed" and url:
             _note_recording(context, recording_sid, url, purpose, _field("RecordingDuration"))
@@ -667,7 +704,7 @@ def queue_wait() -> Response:
     language = request.args.get("lang", "ru")
     prompts = _catalogue().get(language, _catalogue()["ru"])
     position = _field("QueuePosition")
-    return _twiml(render_queue_wait(prompts, int(position) if position.isdigit() else None))
+    return _twiml(render_queue_wait(prompts, int(position) if _is_number(position) else None))
 
 
 @bp.post("/status")
@@ -705,12 +742,10 @@ def call_status() -> Response:
             changes["status"] = status
         if status in FINAL_CALL_STATUSES and not already_final:
             changes["ended_at"] = database.timestamp(now)
-            if duration.isdigit():
+            if _is_number(duration):
                 changes["duration"] = int(duration)
             if call["outcome"] is None:
-                changes["outcome"] = (
-                    "hung_up_in_menu" if call["step"] in flow.INPUT_STEPS else "hung_up"
-                )
+                changes["outcome"] = "hung_up_in_menu" if call["step"] in MENU_STEPS else "hung_up"
                 if status != "completed":
                     changes["outcome"] = status
             elif call["outcome"] == "connecting":
@@ -756,9 +791,11 @@ def fallback() -> Response:
             context.state = replace(context.state, step="fallback")
             return context.advance(flow.TwilioFallback())
 
-        delivery = request.headers.get("I-Twilio-Idempotency-Token") or _field("ErrorUrl")
-        return _handle("fallback", call_sid, delivery[:128], work)
+        # Keyed on signed fields only: the idempotency header is not signed, so a replay
+        # with a fresh token must still find the stored answer.
+        delivery = f"{_field('ErrorCode')}:{_field('ErrorUrl')}"
+        return _handle("fallback", call_sid, delivery, work)
     except Exception as error:  # noqa: BLE001 - the caller must still hear something sensible
-        if not isinstance(error, LookupError):
+        if not isinstance(error, LookupError | HTTPException):  # HTTPException: a bad field
             log.exception("fallback failed; queueing the caller", extra={"call_sid": call_sid})
         return _twiml(render_apology(catalogue["ru"], "support-ru"))
