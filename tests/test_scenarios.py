@@ -166,3 +166,17 @@ def test_ivr_call_lets_a_caller_walk_the_menu():
     assert "Вы ввели номер заказа: 4 2 0, 7 3 1, 5 8 9 0" in result.stdout
     assert "[dial: +79990000001]" in result.stdout
     assert "call ended: connected; ticket " in result.stdout
+
+
+def test_a_simulated_call_keeps_its_instant_for_every_webhook(run_scenario, tmp_path):
+    """Callback time and due dates come from the call's own instant, not the real clock."""
+    path = tmp_path / "closed.toml"
+    path.write_text(
+        (Path(__file__).parent / "scenarios" / "closed_callback_request.toml")
+        .read_text()
+        .replace("2026-11-26T21:30:00+03:00", "2030-03-04T22:00:00+03:00")
+        .replace("27 ноября в 8:00", "5 марта в 8:00")
+    )
+    report, calls = run_scenario(path)
+    assert report.passed, format_report(report)
+    assert calls[0]["started_at"].startswith("2030-03-04T19:00")

@@ -430,6 +430,8 @@ def incoming_call() -> Response:
             "step": "start",
             "seq": 0,
             "after_hours": int(not open_now),
+            # A simulated call keeps its instant for every later webhook (see CallContext).
+            "simulated_now": now.isoformat() if _simulated_now() else None,
         }
         if known is None:
             database.insert_call(db, row)
