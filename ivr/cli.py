@@ -81,7 +81,9 @@ def serve(host: str, port: int, threads: int) -> None:
         "serving", extra={"host": host, "port": port, "threads": threads}
     )
     click.echo(f"ivr serving on http://{host}:{port} (webhooks under /twilio/)", err=True)
-    waitress.serve(
+    # create_server, not waitress.serve: serve() calls logging.basicConfig(), which would
+    # print every JSON log record a second time as plain text.
+    server = waitress.create_server(
         app,
         host=host,
         port=port,
@@ -90,6 +92,10 @@ def serve(host: str, port: int, threads: int) -> None:
         # Oversized bodies get 413 from the headers alone, before waitress buffers them.
         max_request_body_size=app.extensions["ivr.settings"].max_request_bytes,
     )
+    try:
+        server.run()
+    finally:
+        app.extensions["ivr.speech"].close()
 
 
 # Operators -------------------------------------------------------------------------------
