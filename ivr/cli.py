@@ -384,9 +384,16 @@ def _auth_token(token: str | None) -> str:
     type=click.IntRange(1, 500),
     help="Load mode: runs at once.",
 )
+@click.option(
+    "--think",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 60),
+    help="Load mode: seconds a caller listens before each answer (about; 0 = at once).",
+)
 @click.option("--quiet", is_flag=True, help="Only the verdicts, not the transcripts.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
-def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, quiet, as_json):
+def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, think, quiet, as_json):
     """Run scenario files through the Twilio emulator; exit 1 if an expectation fails."""
     from ivr.devserver import LocalServer
     from ivr.emulator import as_dict
@@ -407,7 +414,7 @@ def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, quiet
             db_path = None
     try:
         account_sid = load_settings().account_sid or None
-        with Runner(base_url, token, db_path, account_sid=account_sid) as runner:
+        with Runner(base_url, token, db_path, account_sid=account_sid, think_time=think) as runner:
             if load_calls:
                 report = run_load(runner, loaded, load_calls, concurrency)
                 summary = report.summary()

@@ -337,6 +337,7 @@ class CallContext:
         if input_detail is not None:
             self.event("input", input_detail)
         self.state, step = flow.run(self.state, event, self.perform)
+        g.call_step = step.name  # for the "webhook handled" log line
         self.seq += 1
         twiml = render(step, _catalogue(), self.state.language, _links(self.state, self.seq))
         self.event(
@@ -394,6 +395,7 @@ def _handle(kind: str, call_sid: str, seq: int | str, work) -> Response:
             "call_sid": call_sid,
             "kind": kind,
             "seq": seq,
+            "step": g.get("call_step"),
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "idempotency_token": request.headers.get("I-Twilio-Idempotency-Token", ""),
         },
