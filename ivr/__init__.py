@@ -128,6 +128,7 @@ def build_speech_service(settings: Settings, engine: Any = None):
         RecordingFetcher.from_settings(settings),
         number_words,
         settings.busy_timeout_ms,
+        delete_remote=settings.delete_twilio_recordings,
     )
     if built_here:
         service.check_models(dict(settings.vosk_models))

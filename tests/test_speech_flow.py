@@ -321,3 +321,14 @@ def test_the_read_back_can_be_answered_by_voice(speech_server, media, answer, fi
     assert engine.calls[1]["grammar"] and "да" in engine.calls[1]["grammar"]
     if answer == "сорок":  # one spoken try only: the repeat is keypad-only
         assert "скажите" not in call.result.heard[-1].text
+
+
+def test_twilios_copy_is_deleted_after_download_when_configured(speech_server, media):
+    server = speech_server(ScriptedEngine("4 2 0 7 3 1 5 8 9 0"), delete_twilio_recordings=True)
+    call = _call(server, media).press("1").silence().speak(AUDIO / "ru_order_digits_1.wav")
+    assert "Вы назвали номер заказа" in call.result.transcript
+    assert media.recordings == {}  # deleted from the "Twilio" media host...
+    with database.connect(server.db_path) as db:
+        [recording] = db.execute("SELECT * FROM recordings").fetchall()
+    assert Path(recording["local_path"]).is_file()  # ...and kept locally
+    assert any(path.endswith(".json") for path, _ in media.requests)

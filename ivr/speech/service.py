@@ -81,12 +81,15 @@ class SpeechService:
         number_words: Callable[[str], list[str]],
         busy_timeout_ms: int = 5000,
         threads: int = 8,
+        delete_remote: bool = False,
     ):
         self.db_path = db_path
         self.engine = engine
         self.fetcher = fetcher
         self.number_words = number_words
         self.busy_timeout_ms = busy_timeout_ms
+        # 152-FZ: once our copy is stored, Twilio's copy of the recording can be deleted.
+        self.delete_remote = delete_remote
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ivr-recognise")
         self._free_only: set[str] = set()
         self._lock = threading.Lock()
@@ -184,6 +187,11 @@ class SpeechService:
         self._note_recording(recording_sid, fetched)
         if not fetched.ok:
             return {"ok": 0, "reason": f"fetch_{fetched.reason}"}
+        if self.delete_remote and not self.fetcher.delete_remote(url):
+            log.warning(
+                "Twilio's copy of the recording was not deleted",
+                extra={"call_sid": call_sid, "recording_sid": recording_sid},
+            )
         if self.engine is None or language not in self.engine.available_languages():
             return {"ok": 0, "reason": "no_model"}
         try:
