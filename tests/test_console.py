@@ -1052,3 +1052,13 @@ def test_audit_page_lists_who_did_what(app, admin, db):
     page = text(admin.get("/console/audit"))
     assert "просмотр звонка" in page and call.result.call_sid in page and "вход" in page
     assert json.loads(json.dumps(audit_rows(db)[0]["detail"])) == {}
+
+
+@pytest.mark.parametrize(
+    "value, maximum",
+    [(0, 2), (1, 2), (2, 2), (3, 4), (4, 4), (5, 10), (9, 10), (11, 20), (33, 40), (45, 100)],
+)
+def test_chart_axis_maximum_has_a_whole_middle_line(value, maximum):
+    from ivr.web.charts import nice_maximum
+
+    assert nice_maximum(value) == maximum and maximum % 2 == 0

@@ -41,11 +41,14 @@ class Chart:
 
 
 def nice_maximum(value: float) -> int:
-    """A round axis maximum at or above the value: 1, 2, 5, 10, 20, 50, ..."""
-    if value <= 1:
-        return 1
+    """A round, even axis maximum at or above the value (2, 4, 10, 20, 40, 100, ...).
+
+    Even, so that the middle gridline is a whole number of calls too.
+    """
+    if value <= 2:
+        return 2
     magnitude = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
+    for step in (2, 4, 10):
         if step * magnitude >= value:
             return int(step * magnitude)
     return int(10 * magnitude)  # pragma: no cover - the loop always returns

@@ -739,6 +739,7 @@ def call_status() -> Response:
             )
             call = database.get_call(db, call_sid)
         context = CallContext(db, call, now)
+        now = context.now  # a simulated call ends at its own instant
         context.event("status", {"status": status, "duration": duration})
         changes: dict[str, Any] = {"updated_at": database.timestamp(now)}
         already_final = call["status"] in FINAL_CALL_STATUSES
