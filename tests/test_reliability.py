@@ -625,3 +625,19 @@ def test_a_speech_worker_crashing_or_hanging_during_a_real_call(serve, media, fa
     assert workers["crashes" if fault == "crash" else "timeouts"] == 1
     record = call_record(server.db_path, call.result.call_sid)
     assert_complete(record, "connected")
+
+
+def test_caller_hanging_up_while_the_operator_rings_is_not_connected(make_app, db_path):
+    """Status `completed` overtakes a `no-answer` <Dial> report: the call was never answered."""
+    app = make_app()
+    call = EmulatedCall(FlaskTransport(app.test_client()), "http://localhost", AUTH_TOKEN)
+    call.start().press("0")
+    code, body = _signed_post(call, action_of(call.last_body, "Gather"), {"Digits": ""})
+    action = action_of(body, "Dial")
+    assert (
+        _signed_post(call, "/twilio/status", {"CallDuration": "30"}, status="completed")[0] == 204
+    )
+    code, body = _signed_post(call, action, {"DialCallStatus": "no-answer"}, status="completed")
+    assert code == 200 and "<Hangup" in body and "<Enqueue" not in body
+    record = call_record(db_path, call.result.call_sid)
+    assert record["call"]["outcome"] == "hung_up_before_answer"

@@ -518,6 +518,12 @@ def _continue_call(call_sid, seq, kind, make_event, detail, expected_step=None) 
         if call is None:
             abort(404, description="unknown call")
         context = CallContext(db, call, _clock().now())
+        if call["ended_at"] and kind == "dial" and detail.get("dial_status") != "completed":
+            # The caller hung up while the operator's phone rang: not connected, not queued.
+            context.event("input", detail)
+            database.update_call(db, call_sid, {"outcome": "hung_up_before_answer"})
+            ended = flow.Step(flow.FINAL_STEP, end="hangup")
+            return render(ended, _catalogue(), context.state.language, _links(context.state, seq))
         if kind in ("gather", "result") and call["ended_at"]:
             # The caller has hung up (a late or retried delivery): nothing to advance.
             context.event("late_request", {"kind": kind, "seq": seq, "step": expected_step})
