@@ -127,3 +127,39 @@ def run_scenario():
     yield run
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def media():
+    """The emulator's media host: serves recordings over HTTP on loopback like Twilio's."""
+    from ivr.emulator import MediaServer
+
+    host = MediaServer()
+    yield host
+    host.close()
+
+
+@pytest.fixture
+def speech_server(tmp_path):
+    """Start the real app on waitress: speech_server(engine=None, **settings) -> LocalServer.
+
+    Recordings may be fetched from loopback (the media host) and are kept under tmp_path.
+    """
+    from ivr.devserver import LocalServer
+
+    servers = []
+
+    def start(engine=None, **settings):
+        settings.setdefault("recording_hosts", ("127.0.0.1",))
+        settings.setdefault("recordings_dir", str(tmp_path / f"recordings-{len(servers)}"))
+        server = LocalServer(
+            db_path=str(tmp_path / f"ivr-{len(servers)}.sqlite3"),
+            speech_engine=engine,
+            **settings,
+        )
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()

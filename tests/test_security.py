@@ -295,33 +295,6 @@ class RecordingTransport(HttpTransport):
         return answer
 
 
-@pytest.fixture
-def media():
-    host = MediaServer()
-    yield host
-    host.close()
-
-
-@pytest.fixture
-def speech_server(tmp_path):
-    servers = []
-
-    def start(engine, **settings):
-        settings.setdefault("recording_hosts", ("127.0.0.1",))
-        server = LocalServer(
-            db_path=str(tmp_path / f"ivr-{len(servers)}.sqlite3"),
-            speech_engine=engine,
-            recordings_dir=str(tmp_path / "recordings"),
-            **settings,
-        )
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
-
-
 def _wait_for_recognitions(db_path: str, call_sid: str, count: int, timeout: float = 10.0):
     import time
 

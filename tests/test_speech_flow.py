@@ -16,7 +16,7 @@ import pytest
 
 from ivr import db as database
 from ivr.devserver import LocalServer
-from ivr.emulator import EmulatedCall, HttpTransport, MediaServer
+from ivr.emulator import EmulatedCall, HttpTransport
 from ivr.speech.vosk import Recognition, Word
 
 AUDIO = Path(__file__).parent / "fixtures" / "audio"
@@ -66,32 +66,6 @@ class ScriptedEngine:
 
     def close(self):
         pass
-
-
-@pytest.fixture
-def media():
-    host = MediaServer()
-    yield host
-    host.close()
-
-
-@pytest.fixture
-def speech_server(tmp_path):
-    servers = []
-
-    def start(engine, **settings):
-        server = LocalServer(
-            speech_engine=engine,
-            recording_hosts=("127.0.0.1",),
-            recordings_dir=str(tmp_path / "recordings"),
-            **settings,
-        )
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def _call(server, media, **kwargs):
