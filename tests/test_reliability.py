@@ -33,11 +33,11 @@ from pathlib import Path
 
 import pytest
 from conftest import AUTH_TOKEN, DEMO_OPERATORS
-from test_speech_flow import ScriptedEngine
+from test_speech_flow import RewrittenMedia, ScriptedEngine
 
 from ivr import db as database
 from ivr import flow
-from ivr.emulator import EmulatedCall, FlaskTransport, HttpTransport, MediaServer, parse_twiml
+from ivr.emulator import EmulatedCall, FlaskTransport, HttpTransport, parse_twiml
 from ivr.logs import JsonFormatter
 from ivr.models import packaged_model_dir
 from ivr.speech.recordings import RecordingFetcher
@@ -446,17 +446,6 @@ def test_disk_full_while_saving_a_recording(tmp_path, media):
     failures = [json.loads(line) for line in log_lines if '"disk_error"' in line]
     assert failures and failures[0]["call_sid"] == call.result.call_sid
     assert "File too large" in failures[0]["message"]
-
-
-class RewrittenMedia:
-    """The emulator's media host, but the RecordingUrl Twilio reports is rewritten."""
-
-    def __init__(self, media: MediaServer, rewrite):
-        self.media, self.rewrite = media, rewrite
-
-    def add(self, account_sid, path, not_ready_fetches=0):
-        url, recording = self.media.add(account_sid, path, not_ready_fetches)
-        return self.rewrite(url), recording
 
 
 def _closed_port() -> int:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 from conftest import AUTH_TOKEN, CALLER, DOMESTIC
-from test_speech_flow import ScriptedEngine
+from test_speech_flow import RewrittenMedia, ScriptedEngine
 
 from ivr import db as database
 from ivr.devserver import LocalServer
-from ivr.emulator import EmulatedCall, FlaskTransport, HttpTransport, MediaServer, new_sid, sign
+from ivr.emulator import EmulatedCall, FlaskTransport, HttpTransport, new_sid, sign
 from ivr.logs import JsonFormatter
 
 AUDIO = Path(__file__).parent / "fixtures" / "audio"
@@ -378,17 +378,6 @@ class Canary:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class RewrittenMedia:
-    """The emulator's media host, but the RecordingUrl Twilio reports is rewritten."""
-
-    def __init__(self, media: MediaServer, rewrite):
-        self.media, self.rewrite = media, rewrite
-
-    def add(self, account_sid, path, not_ready_fetches=0):
-        url, recording = self.media.add(account_sid, path, not_ready_fetches)
-        return self.rewrite(url), recording
 
 
 @pytest.fixture

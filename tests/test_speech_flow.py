@@ -16,7 +16,7 @@ import pytest
 
 from ivr import db as database
 from ivr.devserver import LocalServer
-from ivr.emulator import EmulatedCall, HttpTransport
+from ivr.emulator import EmulatedCall, HttpTransport, MediaServer
 from ivr.speech.vosk import Recognition, Word
 
 AUDIO = Path(__file__).parent / "fixtures" / "audio"
@@ -66,6 +66,17 @@ class ScriptedEngine:
 
     def close(self):
         pass
+
+
+class RewrittenMedia:
+    """The emulator's media host, but the RecordingUrl Twilio reports is rewritten."""
+
+    def __init__(self, media: MediaServer, rewrite):
+        self.media, self.rewrite = media, rewrite
+
+    def add(self, account_sid, path, not_ready_fetches=0):
+        url, recording = self.media.add(account_sid, path, not_ready_fetches)
+        return self.rewrite(url), recording
 
 
 def _call(server, media, **kwargs):
