@@ -12,18 +12,25 @@ from pathlib import Path
 import click
 
 from ivr import db as database
-from ivr.config import ConfigError, load_settings
-from ivr.demo import seed_demo_roster
-from ivr.logs import mask_phone
-from ivr.operators import parse_languages, parse_shift, validate_endpoint
-from ivr.tickets import TICKET_STATUSES, is_valid_ticket_number
-from ivr.web.auth import (
-    LOGIN_PATTERN,
+from ivr.accounts import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
     hash_password,
+    normalise_login,
     password_problem,
 )
+from ivr.call_log import call_record
+from ivr.config import ConfigError, load_settings
+from ivr.db import calls as call_store
+from ivr.db import operators as roster_store
+from ivr.db import tickets as ticket_store
+from ivr.demo import seed_demo_roster
+from ivr.logs import mask_phone
+from ivr.operators import parse_languages, parse_shift, validate_endpoint
+from ivr.tickets import is_valid_ticket_number
+from ivr.vocabulary import Line, Role, TicketStatus, values
+
+TICKET_STATUSES = values(TicketStatus)
 
 
 def _now() -> str:
@@ -71,7 +78,7 @@ def serve(host: str, port: int, threads: int) -> None:
     """Run the service on the production WSGI server (waitress)."""
     import waitress
 
-    from ivr import create_app
+    from ivr.web.app import create_app
 
     try:
         app = create_app()
@@ -126,13 +133,13 @@ def operators_add(
     try:
         if not full_name.strip() or len(full_name) > 200:
             raise ValueError("the full name must be 1-200 characters")
-        login = _console_login(login) if login else None
+        login = normalise_login(login) if login else None
         start, end = parse_shift(shift)
         operator = {
             "full_name": full_name.strip(),
             "name_en": name_en,
             "login": login,
-            "role": "admin" if admin else "operator",
+            "role": Role.ADMIN if admin else Role.OPERATOR,
             "languages": ",".join(parse_languages(languages)),
             "endpoint": validate_endpoint(endpoint),
             "shift_start": start,
@@ -142,13 +149,13 @@ def operators_add(
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     db = _open_db()
-    if login and database.operator_by_login(db, login):
+    if login and roster_store.operator_by_login(db, login):
         raise click.ClickException(f"login {login!r} is taken")
     password = _new_password(password_stdin, ask=_interactive()) if login else None
     if password is not None:
         operator["password_hash"] = hash_password(password)
     with database.write_transaction(db):
-        operator_id = database.insert_operator(db, operator)
+        operator_id = roster_store.insert_operator(db, operator)
     click.echo(f"added operator {operator_id}: {operator['full_name']}")
     if login and password is None:
         click.echo(f"no console password yet: set one with `ivr operators set-password {login}`")
@@ -162,20 +169,13 @@ def operators_add(
 def operators_set_password(login: str, password_stdin: bool) -> None:
     """Set (or reset) the console password of the operator with this LOGIN."""
     db = _open_db()
-    row = database.operator_by_login(db, login.strip().lower())
+    row = roster_store.operator_by_login(db, login.strip().lower())
     if row is None:
         raise click.ClickException(f"no operator with login {login!r}")
     password_hash = hash_password(_new_password(password_stdin, ask=True))
     with database.write_transaction(db):
-        database.set_operator_password(db, row["id"], password_hash)
+        roster_store.set_operator_password(db, row["id"], password_hash)
     click.echo(f"password set for {row['login']} ({row['full_name']}); their sessions have ended")
-
-
-def _console_login(text: str) -> str:
-    login = text.strip().lower()
-    if not LOGIN_PATTERN.match(login):
-        raise ValueError("a login has 2-40 characters: a-z, 0-9, dot, hyphen, underscore")
-    return login
 
 
 def _interactive() -> bool:
@@ -202,7 +202,7 @@ def _new_password(from_stdin: bool, ask: bool) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def operators_list(as_json: bool) -> None:
     """List the roster with each operator's open tickets."""
-    rows = database.list_operators(_open_db())
+    rows = roster_store.list_operators(_open_db())
     for row in rows:
         row.pop("password_hash", None)
     if as_json:
@@ -224,42 +224,15 @@ def operators_list(as_json: bool) -> None:
 def operators_deactivate(operator: str) -> None:
     """Take an operator (id or login) off assignment; their tickets stay theirs."""
     db = _open_db()
-    row = database.get_operator(db, operator)
+    row = roster_store.get_operator(db, operator)
     if row is None:
         raise click.ClickException(f"no operator {operator!r}")
     with database.write_transaction(db):
-        database.set_operator_active(db, row["id"], False)
+        roster_store.set_operator_active(db, row["id"], False)
     click.echo(f"deactivated operator {row['id']}: {row['full_name']}")
 
 
 # Calls and tickets -----------------------------------------------------------------------
-
-
-CALL_FIELDS = (
-    "call_sid",
-    "line",
-    "language",
-    "from",
-    "to",
-    "started_at",
-    "ended_at",
-    "status",
-    "duration",
-    "step",
-    "outcome",
-    "order_number",
-    "category",
-    "ticket_number",
-    "operator_name",
-    "after_hours",
-)
-
-
-def call_record(row: dict) -> dict:
-    """A call as `ivr calls list --json` prints it."""
-    record = {**row, "from": row["from_number"], "to": row["to_number"]}
-    record["after_hours"] = bool(row["after_hours"])
-    return {name: record.get(name) for name in CALL_FIELDS}
 
 
 @main.group()
@@ -272,7 +245,7 @@ def calls() -> None:
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
 def calls_list(as_json: bool, limit: int) -> None:
     """The call log, newest first."""
-    records = [call_record(row) for row in database.list_calls(_open_db(), limit=limit)]
+    records = [call_record(row) for row in call_store.list_calls(_open_db(), limit=limit)]
     if as_json:
         click.echo(json.dumps(records, ensure_ascii=False, indent=2))
         return
@@ -295,7 +268,7 @@ def tickets() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def tickets_list(status: str | None, as_json: bool) -> None:
     """Tickets, newest first."""
-    rows = database.list_tickets(_open_db(), status=status)
+    rows = ticket_store.list_tickets(_open_db(), status=status)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -316,7 +289,7 @@ def tickets_set_status(number: str, status: str) -> None:
         raise click.ClickException(f"{number!r} is not a valid ticket number (check digit)")
     db = _open_db()
     with database.write_transaction(db):
-        changed = database.set_ticket_status(db, number, status, datetime.now(UTC))
+        changed = ticket_store.set_ticket_status(db, number, status, datetime.now(UTC))
     if not changed:
         raise click.ClickException(f"no ticket {number}")
     click.echo(f"ticket {number} is now {status}")
@@ -476,7 +449,7 @@ def _format_load(summary: dict, concurrency: int) -> str:
 @click.option("--token", default=None, help="Auth token to sign with.")
 @click.option(
     "--line",
-    type=click.Choice(["domestic", "international"]),
+    type=click.Choice(values(Line)),
     default="domestic",
     show_default=True,
     help="Which number to call.",

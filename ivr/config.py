@@ -9,16 +9,17 @@ from datetime import date, datetime, time
 from pathlib import Path
 
 from ivr.hours import OpeningHours, parse_instant
+from ivr.vocabulary import Category, Language, values
 
-CATEGORIES = ("delivery", "returns", "payment", "quality", "other")
+CATEGORIES = values(Category)
 
 # Hours the caller is told a request of each category usually takes to resolve.
 DEFAULT_RESOLUTION_HOURS = {
-    "delivery": 24,
-    "returns": 72,
-    "payment": 120,
-    "quality": 72,
-    "other": 48,
+    Category.DELIVERY: 24,
+    Category.RETURNS: 72,
+    Category.PAYMENT: 120,
+    Category.QUALITY: 72,
+    Category.OTHER: 48,
 }
 
 
@@ -145,7 +146,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[name] = env[variable].strip()
     models = {
         language: env[f"IVR_VOSK_MODEL_{language.upper()}"].strip()
-        for language in ("ru", "en")
+        for language in Language
         if env.get(f"IVR_VOSK_MODEL_{language.upper()}", "").strip()
     }
     if models:

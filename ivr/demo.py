@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ivr import db as database
-from ivr.web.auth import hash_password
+from ivr.accounts import hash_password
+from ivr.db import operators as roster_store
 
 DEMO_ACCOUNTS_HEADER = (
     "# Demo console accounts (login, password, role), made by `ivr init-db --demo`.\n"
@@ -56,11 +57,11 @@ def seed_demo_roster(db, credentials_file: str | Path | None = None) -> int:
     database keeps only its hash, the file (mode 600) the plain login/password pairs.
     """
     added = 0
-    if not database.list_operators(db):
+    if not roster_store.list_operators(db):
         created = database.timestamp(datetime.now(UTC))
         with database.write_transaction(db):
             for operator in DEMO_ROSTER:
-                database.insert_operator(db, {**operator, "created_at": created})
+                roster_store.insert_operator(db, {**operator, "created_at": created})
         added = len(DEMO_ROSTER)
     if credentials_file is not None:
         give_demo_passwords(db, Path(credentials_file))
@@ -72,7 +73,7 @@ def give_demo_passwords(db, credentials_file: Path) -> dict[str, str]:
     chosen: dict[str, str] = {}
     roles: dict[str, str] = {}
     for demo in DEMO_ROSTER:
-        operator = database.operator_by_login(db, demo["login"])
+        operator = roster_store.operator_by_login(db, demo["login"])
         if operator is not None and not operator["password_hash"]:
             chosen[demo["login"]] = secrets.token_urlsafe(9)
             roles[demo["login"]] = operator["role"]
@@ -92,8 +93,8 @@ def give_demo_passwords(db, credentials_file: Path) -> dict[str, str]:
     hashes = {login: hash_password(password) for login, password in chosen.items()}
     with database.write_transaction(db):
         for login, password_hash in hashes.items():
-            operator = database.operator_by_login(db, login)
-            database.set_operator_password(db, operator["id"], password_hash)
+            operator = roster_store.operator_by_login(db, login)
+            roster_store.set_operator_password(db, operator["id"], password_hash)
     return chosen
 
 

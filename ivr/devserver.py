@@ -9,9 +9,9 @@ from pathlib import Path
 
 import waitress
 
-from ivr import create_app
 from ivr import db as database
 from ivr.demo import seed_demo_roster
+from ivr.web.app import create_app
 
 
 class LocalServer:

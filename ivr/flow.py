@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ivr.tickets import is_valid_ticket_number
+from ivr.vocabulary import Category, Language, Line, Outcome, RecordingPurpose, Step, TicketStatus
 
 MAX_TRIES = 3
 ORDER_NUMBER_LENGTH = 10
@@ -24,43 +25,43 @@ MAX_SPEECH_TRIES = 2  # after two failed spoken numbers the caller uses the keyp
 MAX_POLLS = 10  # "one moment" waits of about a second for a recognition result
 
 CATEGORY_KEYS = {
-    "1": "delivery",
-    "2": "returns",
-    "3": "payment",
-    "4": "quality",
-    "5": "other",
+    "1": Category.DELIVERY,
+    "2": Category.RETURNS,
+    "3": Category.PAYMENT,
+    "4": Category.QUALITY,
+    "5": Category.OTHER,
 }
 
 # Steps at which the caller is expected to press keys (each is a <Gather>).
 INPUT_STEPS = (
-    "language",
-    "main_menu",
-    "closed_menu",
-    "order_number",
-    "confirm_order",
-    "category",
-    "ticket_info",
-    "status_ticket",
-    "status_verify",
-    "status_report",
+    Step.LANGUAGE,
+    Step.MAIN_MENU,
+    Step.CLOSED_MENU,
+    Step.ORDER_NUMBER,
+    Step.CONFIRM_ORDER,
+    Step.CATEGORY,
+    Step.TICKET_INFO,
+    Step.STATUS_TICKET,
+    Step.STATUS_VERIFY,
+    Step.STATUS_REPORT,
 )
 # Steps at which the caller may speak (each is a <Record>).
-RECORD_STEPS = ("order_speech", "confirm_speech", "description")
+RECORD_STEPS = (Step.ORDER_SPEECH, Step.CONFIRM_SPEECH, Step.DESCRIPTION)
 # Steps at which the IVR waits, polling, for a background recognition result.
-WAIT_STEPS = ("order_wait", "confirm_wait")
+WAIT_STEPS = (Step.ORDER_WAIT, Step.CONFIRM_WAIT)
 # Steps after which the flow waits for Twilio to report how a <Dial>/<Enqueue> ended.
-CONNECT_STEPS = ("connect", "queue")
-FINAL_STEP = "ended"
+CONNECT_STEPS = (Step.CONNECT, Step.QUEUE)
+FINAL_STEP = Step.ENDED
 
 
 @dataclass(frozen=True)
 class CallState:
     """Everything the flow remembers about one call between webhooks."""
 
-    line: str = "domestic"
-    language: str = "ru"
+    line: str = Line.DOMESTIC
+    language: str = Language.RU
     is_open: bool = True
-    step: str = "start"
+    step: str = Step.START
     failures: int = 0
     order_failures: int = 0
     order_number: str | None = None
@@ -236,8 +237,8 @@ class Record:
 
 
 @dataclass(frozen=True)
-class Step:
-    """What the caller hears next and how the call goes on."""
+class Turn:
+    """What the caller hears next and how the call goes on (one turn of the IVR)."""
 
     name: str
     say: tuple[Say, ...] = ()
@@ -268,7 +269,7 @@ class LookupTicket:
 
 
 Effect = CreateTicket | LookupTicket
-Reply = Step | Effect
+Reply = Turn | Effect
 
 
 # Presenting steps ----------------------------------------------------------------------
@@ -278,68 +279,73 @@ def _spoken_order(number: str) -> dict[str, Any]:
     return {"digits": number}
 
 
-def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Step:
-    """The Step for `step` in this state, with `before` said first."""
-    if step == "language":
-        return Step(
+def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Turn:
+    """The Turn for `step` in this state, with `before` said first."""
+    if step == Step.LANGUAGE:
+        return Turn(
             step,
-            (Say("language_menu", language="ru"), Say("language_menu", language="en")),
+            (
+                Say("language_menu", language=Language.RU),
+                Say("language_menu", language=Language.EN),
+            ),
             Gather(num_digits=1, timeout=5),
         )
-    if step == "main_menu":
-        return Step(step, (*before, Say("main_menu")), Gather(num_digits=1))
-    if step == "closed_menu":
-        return Step(step, (*before, Say("closed_menu")), Gather(num_digits=1))
-    if step == "order_number":
+    if step == Step.MAIN_MENU:
+        return Turn(step, (*before, Say("main_menu")), Gather(num_digits=1))
+    if step == Step.CLOSED_MENU:
+        return Turn(step, (*before, Say("closed_menu")), Gather(num_digits=1))
+    if step == Step.ORDER_NUMBER:
         prompt = "order_prompt_speech" if state.speech_allowed else "order_prompt"
-        return Step(
+        return Turn(
             step,
             (*before, Say(prompt)),
             Gather(num_digits=ORDER_NUMBER_LENGTH, timeout=6 if state.speech_allowed else 8),
         )
-    if step == "order_speech":
-        return Step(step, before, record=Record("order_number", max_length=20, timeout=3))
-    if step == "confirm_speech":
-        return Step(step, before, record=Record("confirm", max_length=4, timeout=2))
-    if step == "confirm_wait":
-        return Step(step, before, end="poll")
-    if step == "order_wait":
-        return Step(step, (*before, Say("one_moment")) if state.polls == 0 else before, end="poll")
-    if step == "description":
-        return Step(
+    if step == Step.ORDER_SPEECH:
+        return Turn(
+            step, before, record=Record(RecordingPurpose.ORDER_NUMBER, max_length=20, timeout=3)
+        )
+    if step == Step.CONFIRM_SPEECH:
+        return Turn(step, before, record=Record(RecordingPurpose.CONFIRM, max_length=4, timeout=2))
+    if step == Step.CONFIRM_WAIT:
+        return Turn(step, before, end="poll")
+    if step == Step.ORDER_WAIT:
+        return Turn(step, (*before, Say("one_moment")) if state.polls == 0 else before, end="poll")
+    if step == Step.DESCRIPTION:
+        return Turn(
             step,
             (*before, Say("description_prompt")),
-            record=Record("description", max_length=60, timeout=5),
+            record=Record(RecordingPurpose.DESCRIPTION, max_length=60, timeout=5),
         )
-    if step == "confirm_order":
+    if step == Step.CONFIRM_ORDER:
         key = "order_heard" if state.candidate_source == "speech" else "order_readback"
         readback = Say(key, _spoken_order(state.candidate_order or ""))
         menu = "confirm_menu_speech" if _can_say_yes_no(state) else "confirm_menu"
-        return Step(step, (*before, readback, Say(menu)), Gather(num_digits=1, timeout=4))
-    if step == "category":
-        return Step(step, (*before, Say("category_menu")), Gather(num_digits=1))
-    if step == "ticket_info":
-        return Step(step, (*before, *_ticket_announcement(state)), Gather(num_digits=1, timeout=4))
-    if step == "status_ticket":
-        return Step(step, (*before, Say("status_prompt")), Gather(timeout=10))
-    if step == "status_verify":
-        return Step(
+        return Turn(step, (*before, readback, Say(menu)), Gather(num_digits=1, timeout=4))
+    if step == Step.CATEGORY:
+        return Turn(step, (*before, Say("category_menu")), Gather(num_digits=1))
+    if step == Step.TICKET_INFO:
+        return Turn(step, (*before, *_ticket_announcement(state)), Gather(num_digits=1, timeout=4))
+    if step == Step.STATUS_TICKET:
+        return Turn(step, (*before, Say("status_prompt")), Gather(timeout=10))
+    if step == Step.STATUS_VERIFY:
+        return Turn(
             step,
             (*before, Say("status_verify")),
             Gather(num_digits=ORDER_NUMBER_LENGTH, timeout=8),
         )
-    if step == "status_report":
+    if step == Step.STATUS_REPORT:
         info = state.status_info or {}
         report = Say(
             "status_report" if info.get("operator_name") else "status_report_unassigned",
             {
                 "ticket": state.status_ticket or "",
-                "status": info.get("status") or "open",
+                "status": info.get("status") or TicketStatus.OPEN,
                 "operator": info.get("operator_name") or "",
                 "date": info.get("due_date") or "",
             },
         )
-        return Step(step, (*before, report, Say("status_after")), Gather(num_digits=1))
+        return Turn(step, (*before, report, Say("status_after")), Gather(num_digits=1))
     raise ValueError(f"unknown step: {step}")
 
 
@@ -366,7 +372,7 @@ def _go(state: CallState, step: str, before: tuple[Say, ...] = (), **changes: An
 def _end(state: CallState, says: tuple[Say, ...], outcome: str) -> tuple:
     return (
         replace(state, step=FINAL_STEP, outcome=outcome),
-        Step(FINAL_STEP, (*says, Say("goodbye")), end="hangup"),
+        Turn(FINAL_STEP, (*says, Say("goodbye")), end="hangup"),
     )
 
 
@@ -381,17 +387,17 @@ def _retry(state: CallState, reason: str) -> tuple:
 
 def _give_up(state: CallState) -> tuple:
     """Too many failed tries at a menu: never a dead end."""
-    if state.step == "language":
-        return _after_language(replace(state, language="ru"))
+    if state.step == Step.LANGUAGE:
+        return _after_language(replace(state, language=Language.RU))
     return _route_to_operator(state, (Say("routing_after_failures"),))
 
 
 def _route_to_operator(state: CallState, before: tuple[Say, ...] = ()) -> tuple:
     """Create a ticket (with whatever is known) so the caller leaves with one."""
-    new_state = replace(state, step="creating_ticket", failures=0)
+    new_state = replace(state, step=Step.CREATING_TICKET, failures=0)
     effect = CreateTicket(
         order_number=state.order_number,
-        category=state.category or "other",
+        category=state.category or Category.OTHER,
         after_hours=not state.is_open,
         related_ticket=state.status_ticket,
         description_recording=state.description_recording,
@@ -403,8 +409,8 @@ def _route_to_operator(state: CallState, before: tuple[Say, ...] = ()) -> tuple:
 def _after_language(state: CallState) -> tuple:
     preamble = (Say("greeting"), Say("recording_notice"))
     if state.is_open:
-        return _go(state, "main_menu", preamble)
-    return _go(state, "closed_menu", (*preamble, Say("closed_info")))
+        return _go(state, Step.MAIN_MENU, preamble)
+    return _go(state, Step.CLOSED_MENU, (*preamble, Say("closed_info")))
 
 
 # Transitions ---------------------------------------------------------------------------
@@ -412,11 +418,11 @@ def _after_language(state: CallState) -> tuple:
 
 def start(
     line: str, is_open: bool, speech_languages: tuple[str, ...] = ()
-) -> tuple[CallState, Step]:
+) -> tuple[CallState, Turn]:
     """The first step of a new call."""
     state = CallState(line=line, is_open=is_open, speech_languages=tuple(speech_languages))
-    if line == "international":
-        return _go(state, "language")
+    if line == Line.INTERNATIONAL:
+        return _go(state, Step.LANGUAGE)
     return _after_language(state)
 
 
@@ -451,25 +457,30 @@ def advance(state: CallState, event: Event) -> tuple[CallState, Reply]:
 
 def run(
     state: CallState, event: Event, perform: Callable[[Effect], Event]
-) -> tuple[CallState, Step]:
-    """Advance until the flow has a Step for the caller, performing effects on the way."""
+) -> tuple[CallState, Turn]:
+    """Advance until the flow has a Turn for the caller, performing effects on the way."""
     preface: tuple[Say, ...] = ()
     state, reply = advance(state, event)
     for _ in range(8):
-        if isinstance(reply, Step):
+        if isinstance(reply, Turn):
             return state, replace(reply, say=preface + reply.say)
         preface += reply.before
         state, reply = advance(state, perform(reply))
     raise RuntimeError("the flow asked for effects without end")
 
 
-def current_step(state: CallState) -> Step:
+def pending_record(state: CallState) -> Record | None:
+    """The <Record> the caller is at (its purpose says what the recording is for), if any."""
+    return present(state, state.step).record if state.step in RECORD_STEPS else None
+
+
+def current_step(state: CallState) -> Turn:
     """Re-present where the call is now (for stale or repeated requests)."""
     if state.step in INPUT_STEPS + RECORD_STEPS + WAIT_STEPS:
         return present(state, state.step)
     if state.step in CONNECT_STEPS:
         return _connect(state)[1]
-    return Step(FINAL_STEP, (Say("goodbye"),), end="hangup")
+    return Turn(FINAL_STEP, (Say("goodbye"),), end="hangup")
 
 
 def _menu_key(state: CallState, digits: str, choices: dict[str, Any]) -> tuple | None:
@@ -482,11 +493,11 @@ def _menu_key(state: CallState, digits: str, choices: dict[str, Any]) -> tuple |
 
 def _on_language(state: CallState, digits: str) -> tuple:
     if not digits:
-        return _after_language(replace(state, language="ru"))
+        return _after_language(replace(state, language=Language.RU))
     if digits == "1":
-        return _after_language(replace(state, language="ru"))
+        return _after_language(replace(state, language=Language.RU))
     if digits == "2":
-        return _after_language(replace(state, language="en"))
+        return _after_language(replace(state, language=Language.EN))
     return _retry(state, "invalid_key")
 
 
@@ -496,19 +507,19 @@ def _on_main_menu(state: CallState, digits: str) -> tuple:
     if failed:
         return failed
     if digits == "1":
-        return _go(state, "order_number")
+        return _go(state, Step.ORDER_NUMBER)
     if digits == "2":
-        return _go(state, "status_ticket")
-    return _route_to_operator(replace(state, category="other"))
+        return _go(state, Step.STATUS_TICKET)
+    return _route_to_operator(replace(state, category=Category.OTHER))
 
 
 def _on_closed_menu(state: CallState, digits: str) -> tuple:
     if not digits:
-        return _end(state, (), "closed_no_request")
+        return _end(state, (), Outcome.CLOSED_NO_REQUEST)
     if digits == "1":
-        return _go(state, "order_number")
+        return _go(state, Step.ORDER_NUMBER)
     if digits == "2":
-        return _go(state, "status_ticket")
+        return _go(state, Step.STATUS_TICKET)
     return _retry(state, "invalid_key")
 
 
@@ -516,14 +527,14 @@ def _on_order_number(state: CallState, digits: str) -> tuple:
     if len(digits) == ORDER_NUMBER_LENGTH and digits.isdigit():
         return _go(
             state,
-            "confirm_order",
+            Step.CONFIRM_ORDER,
             candidate_order=digits,
             candidate_source="keypad",
             confirm_listened=False,
         )
     if not digits and state.speech_allowed:
         # Nothing typed: the caller may be about to speak the number.
-        return _go(state, "order_speech")
+        return _go(state, Step.ORDER_SPEECH)
     reason = "no_input" if not digits else "order_invalid"
     return _order_failed(state, reason)
 
@@ -534,31 +545,31 @@ def _can_say_yes_no(state: CallState) -> bool:
 
 
 def _on_recording(state: CallState, event: Recorded | NothingRecorded) -> tuple:
-    if state.step == "confirm_speech":
+    if state.step == Step.CONFIRM_SPEECH:
         if isinstance(event, NothingRecorded):
-            return _retry(replace(state, step="confirm_order"), "no_input")
-        return _go(state, "confirm_wait", recording=event.recording_sid, polls=0)
-    if state.step == "description":
+            return _retry(replace(state, step=Step.CONFIRM_ORDER), "no_input")
+        return _go(state, Step.CONFIRM_WAIT, recording=event.recording_sid, polls=0)
+    if state.step == Step.DESCRIPTION:
         sid = event.recording_sid if isinstance(event, Recorded) else None
         before = (Say("description_thanks"),) if sid else ()
         return _route_to_operator(replace(state, description_recording=sid), before)
     if isinstance(event, NothingRecorded):
         return _speech_failed(state, "order_not_heard")
-    return _go(state, "order_wait", recording=event.recording_sid, polls=0)
+    return _go(state, Step.ORDER_WAIT, recording=event.recording_sid, polls=0)
 
 
 def _on_speech_result(state: CallState, event: SpeechResult) -> tuple:
-    if state.step == "confirm_wait":
+    if state.step == Step.CONFIRM_WAIT:
         return _on_spoken_answer(state, event)
     if not event.ready:
         if state.polls + 1 >= MAX_POLLS:
             return _speech_failed(state, "order_not_recognised")
         new_state = replace(state, polls=state.polls + 1)
-        return new_state, present(new_state, "order_wait")
+        return new_state, present(new_state, Step.ORDER_WAIT)
     if event.ok and len(event.digits) == ORDER_NUMBER_LENGTH and event.digits.isdigit():
         return _go(
             state,
-            "confirm_order",
+            Step.CONFIRM_ORDER,
             candidate_order=event.digits,
             candidate_source="speech",
             confirm_listened=False,
@@ -570,8 +581,8 @@ def _on_spoken_answer(state: CallState, event: SpeechResult) -> tuple:
     """The caller answered the read-back by voice: "да" = 1, "нет" = 2, anything else = retry."""
     if not event.ready and state.polls + 1 < MAX_POLLS:
         new_state = replace(state, polls=state.polls + 1)
-        return new_state, present(new_state, "confirm_wait")
-    back = replace(state, step="confirm_order", recording=None, polls=0)
+        return new_state, present(new_state, Step.CONFIRM_WAIT)
+    back = replace(state, step=Step.CONFIRM_ORDER, recording=None, polls=0)
     if event.ready and event.ok and event.digits in ("1", "2"):
         return _on_confirm_order(back, event.digits)
     return _retry(back, "invalid_answer")
@@ -590,25 +601,25 @@ def _order_failed(state: CallState, reason: str, extra: tuple[str, ...] = ()) ->
     if failures >= MAX_TRIES:
         return _go(
             state,
-            "category",
+            Step.CATEGORY,
             (Say("order_skipped"),),
             order_failures=failures,
             order_number=None,
             candidate_order=None,
         )
     before = (Say(reason), *(Say(key) for key in extra))
-    return _go(state, "order_number", before, order_failures=failures)
+    return _go(state, Step.ORDER_NUMBER, before, order_failures=failures)
 
 
 def _on_confirm_order(state: CallState, digits: str) -> tuple:
     if not digits and _can_say_yes_no(state):
         # Nothing typed: listen once for a spoken "да" / "нет".
-        return _go(state, "confirm_speech", confirm_listened=True, failures=state.failures)
+        return _go(state, Step.CONFIRM_SPEECH, confirm_listened=True, failures=state.failures)
     failed = _menu_key(state, digits, {"1": True, "2": False})
     if failed:
         return failed
     if digits == "1":
-        return _go(state, "category", order_number=state.candidate_order)
+        return _go(state, Step.CATEGORY, order_number=state.candidate_order)
     if state.candidate_source == "speech":
         return _speech_failed(replace(state, candidate_order=None), "order_again")
     return _order_failed(replace(state, candidate_order=None), "order_again")
@@ -621,26 +632,26 @@ def _on_category(state: CallState, digits: str) -> tuple:
     state = replace(state, category=CATEGORY_KEYS[digits])
     if state.language in state.speech_languages:
         # Optional: a spoken description, transcribed in the background for the operator.
-        return _go(state, "description")
+        return _go(state, Step.DESCRIPTION)
     return _route_to_operator(state)
 
 
 def _on_ticket_info(state: CallState, digits: str) -> tuple:
     if digits == "*" and state.repeats < MAX_REPEATS:
         new_state = replace(state, repeats=state.repeats + 1)
-        return new_state, present(new_state, "ticket_info")
+        return new_state, present(new_state, Step.TICKET_INFO)
     return _connect(state)
 
 
 def _connect(state: CallState) -> tuple:
     """After the ticket: connect (open), queue (operator busy or none), or say goodbye."""
     if not state.is_open:
-        return _end(state, (), "after_hours_callback")
+        return _end(state, (), Outcome.AFTER_HOURS_CALLBACK)
     if state.operator_endpoint and not state.operator_busy:
         return (
-            replace(state, step="connect", outcome="connecting"),
-            Step(
-                "connect",
+            replace(state, step=Step.CONNECT, outcome=Outcome.CONNECTING),
+            Turn(
+                Step.CONNECT,
                 (Say("connecting", {"operator": state.operator_name or ""}),),
                 end="dial",
                 target=state.operator_endpoint,
@@ -651,8 +662,10 @@ def _connect(state: CallState) -> tuple:
 
 def _enqueue(state: CallState, reason: Say) -> tuple:
     return (
-        replace(state, step="queue", outcome="queued"),
-        Step("queue", (reason,), end="enqueue", target=state.queue or f"support-{state.language}"),
+        replace(state, step=Step.QUEUE, outcome=Outcome.QUEUED),
+        Turn(
+            Step.QUEUE, (reason,), end="enqueue", target=state.queue or f"support-{state.language}"
+        ),
     )
 
 
@@ -675,9 +688,9 @@ def _on_ticket_found(state: CallState, event: TicketFound) -> tuple:
     }
     state = replace(state, status_ticket=event.number, status_info=info)
     if event.caller_matches:
-        return _go(state, "status_report", outcome="status_told")
+        return _go(state, Step.STATUS_REPORT, outcome=Outcome.STATUS_TOLD)
     if event.order_number:
-        return _go(state, "status_verify")
+        return _go(state, Step.STATUS_VERIFY)
     return _route_to_operator(state, (Say("status_cannot_verify"),))
 
 
@@ -686,18 +699,18 @@ def _on_status_verify(state: CallState, digits: str) -> tuple:
         return _retry(state, "no_input")
     expected = (state.status_info or {}).get("order_number")
     if digits == expected:
-        return _go(state, "status_report", outcome="status_told")
+        return _go(state, Step.STATUS_REPORT, outcome=Outcome.STATUS_TOLD)
     return _retry(state, "status_verify_failed")
 
 
 def _on_status_report(state: CallState, digits: str) -> tuple:
     if not digits:
-        return _end(state, (), "status_told")
+        return _end(state, (), Outcome.STATUS_TOLD)
     if digits == "1":
-        menu = "main_menu" if state.is_open else "closed_menu"
+        menu = Step.MAIN_MENU if state.is_open else Step.CLOSED_MENU
         return _go(state, menu, status_ticket=None, status_info=None)
     if digits == "0":
-        return _route_to_operator(replace(state, category=state.category or "other"))
+        return _route_to_operator(replace(state, category=state.category or Category.OTHER))
     return _retry(state, "invalid_key")
 
 
@@ -713,34 +726,38 @@ def _on_ticket_ready(state: CallState, event: TicketReady) -> tuple:
         callback_at=event.callback_at,
         repeats=0,
     )
-    return _go(new_state, "ticket_info")
+    return _go(new_state, Step.TICKET_INFO)
 
 
 def _on_dial_ended(state: CallState, event: DialEnded) -> tuple:
     if event.status == "completed":
-        return replace(state, step=FINAL_STEP, outcome="connected"), Step(FINAL_STEP, end="hangup")
+        return replace(state, step=FINAL_STEP, outcome=Outcome.CONNECTED), Turn(
+            FINAL_STEP, end="hangup"
+        )
     return _enqueue(state, Say("operator_unavailable"))
 
 
 def _on_queue_ended(state: CallState, event: QueueEnded) -> tuple:
     if event.result == "bridged":
-        return replace(state, step=FINAL_STEP, outcome="connected"), Step(FINAL_STEP, end="hangup")
-    if event.result in ("hangup", "leave"):
-        return replace(state, step=FINAL_STEP, outcome="hung_up_in_queue"), Step(
+        return replace(state, step=FINAL_STEP, outcome=Outcome.CONNECTED), Turn(
             FINAL_STEP, end="hangup"
         )
-    return _end(state, (Say("queue_failed"),), "callback_after_queue")
+    if event.result in ("hangup", "leave"):
+        return replace(state, step=FINAL_STEP, outcome=Outcome.HUNG_UP_IN_QUEUE), Turn(
+            FINAL_STEP, end="hangup"
+        )
+    return _end(state, (Say("queue_failed"),), Outcome.CALLBACK_AFTER_QUEUE)
 
 
 _KEY_HANDLERS = {
-    "language": _on_language,
-    "main_menu": _on_main_menu,
-    "closed_menu": _on_closed_menu,
-    "order_number": _on_order_number,
-    "confirm_order": _on_confirm_order,
-    "category": _on_category,
-    "ticket_info": _on_ticket_info,
-    "status_ticket": _on_status_ticket,
-    "status_verify": _on_status_verify,
-    "status_report": _on_status_report,
+    Step.LANGUAGE: _on_language,
+    Step.MAIN_MENU: _on_main_menu,
+    Step.CLOSED_MENU: _on_closed_menu,
+    Step.ORDER_NUMBER: _on_order_number,
+    Step.CONFIRM_ORDER: _on_confirm_order,
+    Step.CATEGORY: _on_category,
+    Step.TICKET_INFO: _on_ticket_info,
+    Step.STATUS_TICKET: _on_status_ticket,
+    Step.STATUS_VERIFY: _on_status_verify,
+    Step.STATUS_REPORT: _on_status_report,
 }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 
 from ivr.hours import in_moscow
+from ivr.vocabulary import Language, values
 
 ENDPOINT_PATTERN = re.compile(
     r"^(\+[1-9]\d{6,14}|sip:[^\s<>\"']{3,200}|client:[A-Za-z0-9_.@-]{1,100})$"
@@ -30,7 +31,7 @@ class Operator:
 
     def spoken_name(self, language: str) -> str:
         """The name as the caller hears it (a Latin spelling for English callers if known)."""
-        return self.name_en if language == "en" and self.name_en else self.full_name
+        return self.name_en if language == Language.EN and self.name_en else self.full_name
 
 
 def operator_from_row(row: dict) -> Operator:
@@ -50,7 +51,7 @@ def operator_from_row(row: dict) -> Operator:
 def parse_languages(text: str) -> list[str]:
     """'ru, en' -> ['ru', 'en']; only languages the IVR speaks."""
     languages = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [language for language in languages if language not in ("ru", "en")]
+    unknown = [language for language in languages if language not in values(Language)]
     if unknown or not languages:
         raise ValueError(f"languages must be ru and/or en, got {text!r}")
     return languages

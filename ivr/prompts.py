@@ -10,8 +10,9 @@ from typing import Any
 
 from ivr.hours import in_moscow, parse_instant
 from ivr.tickets import group_digits
+from ivr.vocabulary import Language, values
 
-LANGUAGES = ("ru", "en")
+LANGUAGES = values(Language)
 REQUIRED_SECTIONS = ("voice", "prompts", "status", "units")
 
 
@@ -30,7 +31,7 @@ def spoken_digits(number: str) -> str:
 
 def plural_form(count: int, forms: list[str], language: str) -> str:
     """Pick the noun form for `count` (Russian: one / few / many; English: one / other)."""
-    if language == "ru":
+    if language == Language.RU:
         if count % 10 == 1 and count % 100 != 11:
             return forms[0]
         if 2 <= count % 10 <= 4 and not 12 <= count % 100 <= 14:
@@ -84,7 +85,7 @@ class Prompts:
             return ""
         when = date.fromisoformat(iso_date[:10])
         month = self.units["months"][when.month - 1]
-        return f"{when.day} {month}" if self.language == "ru" else f"{month} {when.day}"
+        return f"{when.day} {month}" if self.language == Language.RU else f"{month} {when.day}"
 
     def moment(self, iso_instant: str) -> str:
         """A Moscow date and time: '27 ноября в 8:00' / 'November 27 at 8:00'."""
@@ -102,7 +103,7 @@ def load_prompts(directory: Path) -> dict[str, Prompts]:
         path = directory / f"{language}.toml"
         with path.open("rb") as handle:
             catalogue[language] = Prompts(language, tomllib.load(handle))
-    reference = set(catalogue["ru"].texts)
+    reference = set(catalogue[Language.RU].texts)
     for language, prompts in catalogue.items():
         if set(prompts.texts) != reference:
             difference = sorted(reference ^ set(prompts.texts))

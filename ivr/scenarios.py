@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ivr.config import Settings
 from ivr.emulator import CallResult, EmulatedCall, HttpTransport, MediaServer, Transport
 from ivr.tickets import is_valid_ticket_number
+from ivr.vocabulary import Line
 
-LINES = {"domestic": "+78002345555", "international": "+74952321000"}
+# The number each line is called on unless a scenario says `to` (the service's defaults).
+LINES = {
+    Line.DOMESTIC: Settings.domestic_number,
+    Line.INTERNATIONAL: Settings.international_number,
+}
 ACTIONS = ("press", "silence", "speak", "hang_up", "fallback")
 STEP_KEYS = set(ACTIONS) | {"hears", "hears_regex", "not_hears"}
 CALL_KEYS = {
@@ -358,10 +364,11 @@ class Runner:
         if not self.db_path:
             return None
         from ivr import db as database
-        from ivr.cli import call_record
+        from ivr.call_log import call_record
+        from ivr.db import calls as call_store
 
         with database.connect(self.db_path) as db:
-            row = database.get_call(db, call_sid)
+            row = call_store.get_call(db, call_sid)
         return call_record(row) if row else None
 
     def run(self, scenario: Scenario) -> ScenarioReport:

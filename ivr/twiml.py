@@ -1,4 +1,4 @@
-"""Step -> TwiML. The only place TwiML is built."""
+"""Turn -> TwiML. The only place TwiML is built."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from twilio.twiml.voice_response import Dial, Enqueue, Gather, VoiceResponse
 
-from ivr.flow import Say, Step
+from ivr.flow import Say, Turn
 from ivr.prompts import Prompts
 
 
@@ -24,7 +24,7 @@ class Links:
     poll: str = ""  # where a waiting caller is redirected to check for a result
 
 
-def spoken_texts(step: Step, catalogue: dict[str, Prompts], language: str) -> list[str]:
+def spoken_texts(step: Turn, catalogue: dict[str, Prompts], language: str) -> list[str]:
     """The plain texts the caller hears at this step (for the call timeline)."""
     return [_prompts_for(say, catalogue, language).text(say.key, say.params) for say in step.say]
 
@@ -33,7 +33,7 @@ def _prompts_for(say: Say, catalogue: dict[str, Prompts], language: str) -> Prom
     return catalogue[say.language or language]
 
 
-def _add_says(parent, step: Step, catalogue: dict[str, Prompts], language: str) -> None:
+def _add_says(parent, step: Turn, catalogue: dict[str, Prompts], language: str) -> None:
     for say in step.say:
         prompts = _prompts_for(say, catalogue, language)
         parent.say(
@@ -43,7 +43,7 @@ def _add_says(parent, step: Step, catalogue: dict[str, Prompts], language: str) 
         )
 
 
-def render(step: Step, catalogue: dict[str, Prompts], language: str, links: Links) -> str:
+def render(step: Turn, catalogue: dict[str, Prompts], language: str, links: Links) -> str:
     """The TwiML document for a step."""
     response = VoiceResponse()
     if step.gather is not None:

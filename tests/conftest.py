@@ -6,10 +6,12 @@ from datetime import datetime
 
 import pytest
 
-from ivr import create_app
 from ivr import db as database
+from ivr.db import calls as call_store
+from ivr.db import operators as roster_store
 from ivr.emulator import EmulatedCall, FlaskTransport
 from ivr.hours import parse_instant
+from ivr.web.app import create_app
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 OPEN_NOW = "2026-11-26T12:00:00+03:00"
@@ -42,7 +44,7 @@ def add_operators(db_path: str, operators=DEMO_OPERATORS) -> None:
     """Put operators on the roster of the database at db_path."""
     with database.connect(db_path) as db:
         for operator in operators:
-            database.insert_operator(
+            roster_store.insert_operator(
                 db, {**operator, "created_at": "2026-01-01T00:00:00.000+00:00"}
             )
         db.conn.commit()
@@ -109,7 +111,7 @@ def run_scenario():
 
     Returns (report, calls) where calls is what `ivr calls list --json` prints.
     """
-    from ivr.cli import call_record
+    from ivr.call_log import call_record
     from ivr.devserver import LocalServer
     from ivr.scenarios import Runner, load_scenario
 
@@ -121,7 +123,7 @@ def run_scenario():
         with Runner(server.base_url, server.auth_token, server.db_path) as runner:
             report = runner.run(load_scenario(path))
         with database.connect(server.db_path) as db:
-            calls = [call_record(row) for row in database.list_calls(db, limit=1000)]
+            calls = [call_record(row) for row in call_store.list_calls(db, limit=1000)]
         return report, calls
 
     yield run

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from ivr import cli
 from ivr import db as database
+from ivr.db import operators as roster_store
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_init_db_is_idempotent_and_seeds_demo_roster_once(run, db_path):
     result = run("init-db", "--demo")
     assert result.exit_code == 0 and "demo operators" not in result.output
     with database.connect(db_path) as db:
-        assert len(database.list_operators(db)) == 3
+        assert len(roster_store.list_operators(db)) == 3
         assert database.schema_version(db) == len(database.MIGRATIONS)
 
 
@@ -79,7 +80,7 @@ def test_operators_add_refuses_bad_input_with_one_line(run, db_path, args, messa
     assert message in result.output and result.output.count("\n") == 1
     with database.connect(db_path) as db:
         database.migrate(db)
-        assert database.list_operators(db) == []
+        assert roster_store.list_operators(db) == []
 
 
 def test_deactivate_unknown_operator_fails(run):

@@ -17,13 +17,19 @@ from click.testing import CliRunner
 from conftest import AUTH_TOKEN, CALLER, INTERNATIONAL
 from werkzeug.security import generate_password_hash
 
-from ivr import cli, create_app
+from ivr import accounts, cli
 from ivr import db as database
+from ivr.call_log import CALL_FIELDS
 from ivr.config import Settings
+from ivr.db import audit as audit_store
+from ivr.db import calls as call_store
+from ivr.db import operators as roster_store
+from ivr.db import search
+from ivr.db import tickets as ticket_store
 from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, FlaskTransport
-from ivr.web import auth
-from ivr.web.console import _csv_cell, format_moscow
+from ivr.web.app import create_app
+from ivr.web.console.formatting import csv_cell, format_moscow
 
 ADMIN_PASSWORD = "admin-password-1"
 OPERATOR_PASSWORD = "operator-password-1"
@@ -122,7 +128,7 @@ def text(response) -> str:
 
 
 def audit_rows(db, action=None) -> list[dict]:
-    rows = database.list_audit(db, limit=1000)
+    rows = audit_store.list_audit(db, limit=1000)
     return [row for row in rows if action is None or row["action"] == action]
 
 
@@ -195,17 +201,19 @@ def test_wrong_password_and_unknown_login_get_the_same_answer(app, db):
 
 
 def test_new_passwords_get_full_strength_scrypt():
-    stored = auth.hash_password(ADMIN_PASSWORD)
+    stored = accounts.hash_password(ADMIN_PASSWORD)
     assert stored.startswith("scrypt:32768:8:1$") and ADMIN_PASSWORD not in stored
-    assert stored != auth.hash_password(ADMIN_PASSWORD)  # salted
-    assert auth.verify_password(stored, ADMIN_PASSWORD)
-    assert not auth.verify_password(stored, ADMIN_PASSWORD + "x")
-    assert not auth.verify_password(None, ADMIN_PASSWORD)
+    assert stored != accounts.hash_password(ADMIN_PASSWORD)  # salted
+    assert accounts.verify_password(stored, ADMIN_PASSWORD)
+    assert not accounts.verify_password(stored, ADMIN_PASSWORD + "x")
+    assert not accounts.verify_password(None, ADMIN_PASSWORD)
 
 
 def test_an_operator_without_a_password_cannot_sign_in(app, db):
     with database.write_transaction(db):
-        database.set_operator_password(db, database.operator_by_login(db, "petrov")["id"], None)
+        roster_store.set_operator_password(
+            db, roster_store.operator_by_login(db, "petrov")["id"], None
+        )
     assert sign_in(app.test_client(), "petrov", "").status_code in (400, 401)
     assert sign_in(app.test_client(), "petrov", OPERATOR_PASSWORD).status_code == 401
 
@@ -258,7 +266,7 @@ def test_security_headers(admin):
 
 def test_sign_in_is_throttled_after_repeated_failures(app, db):
     client = app.test_client()
-    for _ in range(auth.MAX_FAILURES_PER_LOGIN):
+    for _ in range(accounts.MAX_FAILURES_PER_LOGIN):
         assert sign_in(client, "ivanova", "guess").status_code == 401
     locked = sign_in(client, "ivanova", ADMIN_PASSWORD)
     assert locked.status_code == 429 and "Слишком много неудачных попыток" in text(locked)
@@ -266,7 +274,8 @@ def test_sign_in_is_throttled_after_repeated_failures(app, db):
     # Another operator is not locked out by attempts on ivanova.
     assert sign_in(app.test_client(), "petrov", OPERATOR_PASSWORD).status_code == 302
     # Once the window has passed since the failures, the right password works again.
-    earlier = database.timestamp(datetime.now(UTC) - auth.THROTTLE_WINDOW - timedelta(minutes=1))
+    window = accounts.THROTTLE_WINDOW + timedelta(minutes=1)
+    earlier = database.timestamp(datetime.now(UTC) - window)
     with database.write_transaction(db):
         db.execute("UPDATE login_attempts SET at = ? WHERE login = 'ivanova'", [earlier])
     assert sign_in(client, "ivanova", ADMIN_PASSWORD).status_code == 302
@@ -274,17 +283,17 @@ def test_sign_in_is_throttled_after_repeated_failures(app, db):
 
 def test_a_success_resets_the_failure_count(app):
     client = app.test_client()
-    for _ in range(auth.MAX_FAILURES_PER_LOGIN - 1):
+    for _ in range(accounts.MAX_FAILURES_PER_LOGIN - 1):
         sign_in(client, "ivanova", "guess")
     assert sign_in(client, "ivanova", ADMIN_PASSWORD).status_code == 302
     other = app.test_client()
-    for _ in range(auth.MAX_FAILURES_PER_LOGIN - 1):
+    for _ in range(accounts.MAX_FAILURES_PER_LOGIN - 1):
         assert sign_in(other, "ivanova", "guess").status_code == 401
 
 
 def test_one_address_guessing_many_logins_is_throttled(app):
     client = app.test_client()
-    for index in range(auth.MAX_FAILURES_PER_ADDRESS):
+    for index in range(accounts.MAX_FAILURES_PER_ADDRESS):
         assert sign_in(client, f"user{index}", "guess").status_code == 401
     assert sign_in(client, "petrov", OPERATOR_PASSWORD).status_code == 429
 
@@ -293,24 +302,24 @@ def test_one_address_guessing_many_logins_is_throttled(app):
 
 
 def test_state_changes_without_the_csrf_token_are_refused(app, admin, db):
-    ticket = database.ticket_for_call(db, order_call(app).result.call_sid)["number"]
+    ticket = ticket_store.ticket_for_call(db, order_call(app).result.call_sid)["number"]
     for data in ({"status": "resolved"}, {"status": "resolved", "csrf_token": "forged"}):
         response = admin.post(f"/console/tickets/{ticket}/status", data=data)
         assert response.status_code == 400 and "Форма устарела" in text(response)
-    assert database.get_ticket(db, ticket)["status"] == "open"
+    assert ticket_store.get_ticket(db, ticket)["status"] == "open"
     refused = admin.post(f"/console/tickets/{ticket}/notes", data={"body": "x"})
-    assert refused.status_code == 400 and not database.ticket_notes(db, ticket)
+    assert refused.status_code == 400 and not ticket_store.ticket_notes(db, ticket)
     refused = admin.post(
         "/console/operators",
         data={"full_name": "X", "login": "xx", "endpoint": "+79990000009", "languages": "ru"},
     )
-    assert refused.status_code == 400 and len(database.list_operators(db)) == 2
+    assert refused.status_code == 400 and len(roster_store.list_operators(db)) == 2
     # The same change with the session's token goes through.
     good = admin.post(
         f"/console/tickets/{ticket}/status",
         data={"status": "resolved", "csrf_token": token_of(admin)},
     )
-    assert good.status_code == 303 and database.get_ticket(db, ticket)["status"] == "resolved"
+    assert good.status_code == 303 and ticket_store.get_ticket(db, ticket)["status"] == "resolved"
 
 
 def test_sign_in_form_needs_the_csrf_token_too(app):
@@ -321,17 +330,17 @@ def test_sign_in_form_needs_the_csrf_token_too(app):
 
 
 def test_a_token_from_another_session_is_refused(app, admin, operator, db):
-    ticket = database.ticket_for_call(db, order_call(app).result.call_sid)["number"]
+    ticket = ticket_store.ticket_for_call(db, order_call(app).result.call_sid)["number"]
     response = operator.post(
         f"/console/tickets/{ticket}/status",
         data={"status": "resolved", "csrf_token": token_of(admin)},
     )
-    assert response.status_code == 400 and database.get_ticket(db, ticket)["status"] == "open"
+    assert response.status_code == 400 and ticket_store.get_ticket(db, ticket)["status"] == "open"
 
 
 def test_twilio_webhooks_stay_exempt_from_csrf(app, db):
     call = order_call(app)  # signed webhooks, no session, no CSRF token
-    assert call.result.ended and database.ticket_for_call(db, call.result.call_sid)
+    assert call.result.ended and ticket_store.ticket_for_call(db, call.result.call_sid)
 
 
 # Roles -------------------------------------------------------------------------------------
@@ -359,7 +368,7 @@ def test_operators_cannot_change_the_roster_or_reveal_numbers(app, operator, db)
             "shift_end": "20:00",
         },
     )
-    assert added.status_code == 403 and database.operator_by_login(db, "mallory") is None
+    assert added.status_code == 403 and roster_store.operator_by_login(db, "mallory") is None
     password = operator.post(
         "/console/operators/1/password",
         data={"csrf_token": token, "password": "x" * 12, "password_repeat": "x" * 12},
@@ -389,7 +398,7 @@ def test_call_log_newest_first_with_masked_numbers_in_moscow_time(app, admin):
 def test_search_by_order_ticket_and_caller_digits(app, admin, db):
     first = order_call(app)
     second = order_call(app, order=OTHER_ORDER, from_="+79031112233")
-    ticket = database.ticket_for_call(db, second.result.call_sid)["number"]
+    ticket = ticket_store.ticket_for_call(db, second.result.call_sid)["number"]
 
     def found(query: str) -> set[str]:
         page = text(admin.get("/console/calls", query_string={"q": query}))
@@ -421,20 +430,20 @@ def test_search_by_order_ticket_and_caller_digits(app, admin, db):
 def test_injection_attempts_are_just_searches_that_find_nothing(app, admin, db, query):
     call = order_call(app)
     with database.write_transaction(db):
-        database.set_ticket_description(
+        ticket_store.set_ticket_description(
             db, call.result.call_sid, "курьер не приехал", None, datetime.now(UTC)
         )
     page = text(admin.get("/console/calls", query_string={"q": query}))
     assert "Звонков не найдено" in page and call.result.call_sid not in page
     tickets = text(admin.get("/console/tickets", query_string={"q": query}))
     assert "Обращений не найдено" in tickets
-    assert database.count_calls(db, database.CallFilters()) == 1  # the table is still there
+    assert search.count(db, search.CallFilters()) == 1  # the table is still there
 
 
 def test_words_search_the_callers_description(app, admin, db):
     call = order_call(app)
     with database.write_transaction(db):
-        database.set_ticket_description(
+        ticket_store.set_ticket_description(
             db, call.result.call_sid, "курьер не приехал, 100% предоплата", None, datetime.now(UTC)
         )
     assert call.result.call_sid in text(admin.get("/console/calls?q=курьер"))
@@ -461,7 +470,7 @@ def test_filters_line_outcome_category_operator_dates_and_mine(app, admin, opera
     assert listed(admin, **{"from": "2026-11-26", "to": "2026-11-26"}) == set(sids)
     assert listed(admin, **{"from": "2026-11-27"}) == set()
     assert listed(admin, to="2026-11-25") == set()
-    ivanova = database.operator_by_login(db, "ivanova")["id"]
+    ivanova = roster_store.operator_by_login(db, "ivanova")["id"]
     assert listed(admin, operator=str(ivanova)) == {"domestic", "english"}
     assert listed(admin, mine="1") == {"domestic", "english"}  # Иванова took both tickets
     assert listed(operator, mine="1") == set()
@@ -471,7 +480,7 @@ def test_filters_line_outcome_category_operator_dates_and_mine(app, admin, opera
 
 def test_call_log_paginates(app, admin, db):
     for index in range(55):
-        database.insert_call(
+        call_store.insert_call(
             db,
             {
                 "call_sid": f"CA{index:032x}",
@@ -500,11 +509,11 @@ def test_csv_export_has_the_filtered_calls_masked(app, admin, db):
     rows = list(csv.DictReader(io.StringIO(response.get_data().decode("utf-8-sig"))))
     assert len(rows) == 1
     row = rows[0]
-    assert list(row) == list(cli.CALL_FIELDS)
+    assert list(row) == list(CALL_FIELDS)
     assert row["call_sid"] == connected.result.call_sid and row["from"] == "***4567"
     assert row["order_number"] == ORDER and row["outcome"] == "connected"
     assert row["started_at"] == "2026-11-26T12:00:00+03:00"
-    ticket = database.ticket_for_call(db, connected.result.call_sid)
+    ticket = ticket_store.ticket_for_call(db, connected.result.call_sid)
     assert row["ticket_number"] == ticket["number"]
     assert CALLER not in response.get_data(as_text=True)
     [export] = audit_rows(db, "export_calls")
@@ -532,7 +541,7 @@ def test_csv_export_whole_numbers_only_for_admins(app, admin, operator, db):
     ],
 )
 def test_csv_cells_never_start_a_formula(value, expected):
-    assert _csv_cell(value) == expected
+    assert csv_cell(value) == expected
 
 
 # Call detail, audit, escaping -----------------------------------------------------------
@@ -540,7 +549,7 @@ def test_csv_cells_never_start_a_formula(value, expected):
 
 def test_call_detail_shows_the_timeline_and_ticket_and_is_audited(app, admin, db):
     call = order_call(app)
-    ticket = database.ticket_for_call(db, call.result.call_sid)
+    ticket = ticket_store.ticket_for_call(db, call.result.call_sid)
     page = text(admin.get(f"/console/calls/{call.result.call_sid}"))
     assert "Ход звонка" in page and "главное меню" in page
     assert "Здравствуйте" in page  # what was said to the caller
@@ -570,17 +579,19 @@ def test_a_script_from_the_caller_or_recogniser_renders_as_text(app, admin, oper
     call = order_call(app)
     sid = call.result.call_sid
     script = "<script>alert('x')</script>"
-    ticket = database.ticket_for_call(db, sid)["number"]
+    ticket = ticket_store.ticket_for_call(db, sid)["number"]
     with database.write_transaction(db):
-        database.set_ticket_description(db, sid, script, 0.9, datetime.now(UTC))
-        database.add_event(db, sid, 99, datetime.now(UTC), "input", "category", {"speech": script})
+        ticket_store.set_ticket_description(db, sid, script, 0.9, datetime.now(UTC))
+        call_store.add_event(
+            db, sid, 99, datetime.now(UTC), "input", "category", {"speech": script}
+        )
         db.execute(
             "INSERT INTO recognitions (call_sid, purpose, language, mode, model, status, ok, "
             "text, confidence, created_at) VALUES (?, 'description', 'ru', 'free', ?, 'done', 1, "
             "?, 0.87, ?)",
             [sid, "vosk-<b>model</b>", script, database.timestamp(datetime.now(UTC))],
         )
-        database.update_call(db, sid, {"operator_name": script})
+        call_store.update_call(db, sid, {"operator_name": script})
     operator.post(
         f"/console/tickets/{ticket}/notes", data={"body": script, "csrf_token": token_of(operator)}
     )
@@ -615,7 +626,7 @@ def test_recognitions_show_text_confidence_mode_and_model(app, admin, db):
 
 def test_ticket_status_change_and_notes_are_audited(app, operator, db):
     call = order_call(app)
-    ticket = database.ticket_for_call(db, call.result.call_sid)["number"]
+    ticket = ticket_store.ticket_for_call(db, call.result.call_sid)["number"]
     page = text(operator.get(f"/console/tickets/{ticket}"))
     assert "Перевести в «в работе»" in page
     response = operator.post(
@@ -623,13 +634,13 @@ def test_ticket_status_change_and_notes_are_audited(app, operator, db):
         data={"status": "in_progress", "csrf_token": token_of(operator)},
     )
     assert response.status_code == 303
-    assert database.get_ticket(db, ticket)["status"] == "in_progress"
+    assert ticket_store.get_ticket(db, ticket)["status"] == "in_progress"
     assert "Статус изменён: в работе" in text(operator.get(f"/console/tickets/{ticket}"))
     operator.post(
         f"/console/tickets/{ticket}/notes",
         data={"body": "Перезвонил, курьер будет завтра", "csrf_token": token_of(operator)},
     )
-    [note] = database.ticket_notes(db, ticket)
+    [note] = ticket_store.ticket_notes(db, ticket)
     assert note["body"] == "Перезвонил, курьер будет завтра" and note["author_login"] == "petrov"
     [status_row] = audit_rows(db, "ticket_status")
     assert status_row["target"] == ticket and status_row["operator_login"] == "petrov"
@@ -639,7 +650,7 @@ def test_ticket_status_change_and_notes_are_audited(app, operator, db):
 
 
 def test_bad_status_and_empty_or_huge_notes_are_refused(app, operator, db):
-    ticket = database.ticket_for_call(db, order_call(app).result.call_sid)["number"]
+    ticket = ticket_store.ticket_for_call(db, order_call(app).result.call_sid)["number"]
     token = token_of(operator)
     operator.post(
         f"/console/tickets/{ticket}/status", data={"status": "closed", "csrf_token": token}
@@ -648,12 +659,12 @@ def test_bad_status_and_empty_or_huge_notes_are_refused(app, operator, db):
     operator.post(
         f"/console/tickets/{ticket}/notes", data={"body": "x" * 4001, "csrf_token": token}
     )
-    assert database.get_ticket(db, ticket)["status"] == "open"
-    assert database.ticket_notes(db, ticket) == [] and audit_rows(db, "ticket_status") == []
+    assert ticket_store.get_ticket(db, ticket)["status"] == "open"
+    assert ticket_store.ticket_notes(db, ticket) == [] and audit_rows(db, "ticket_status") == []
 
 
 def test_the_ivr_status_menu_reads_the_status_set_in_the_console(app, operator, db):
-    ticket = database.ticket_for_call(db, order_call(app).result.call_sid)["number"]
+    ticket = ticket_store.ticket_for_call(db, order_call(app).result.call_sid)["number"]
     operator.post(
         f"/console/tickets/{ticket}/status",
         data={"status": "in_progress", "csrf_token": token_of(operator)},
@@ -664,7 +675,7 @@ def test_the_ivr_status_menu_reads_the_status_set_in_the_console(app, operator, 
 
 def test_ticket_list_filters_and_mine(app, admin, operator, db):
     call = order_call(app)
-    ticket = database.ticket_for_call(db, call.result.call_sid)["number"]
+    ticket = ticket_store.ticket_for_call(db, call.result.call_sid)["number"]
     assert ticket in text(admin.get("/console/tickets?status=open"))
     assert ticket not in text(admin.get("/console/tickets?status=resolved"))
     assert ticket in text(admin.get("/console/tickets?mine=1"))
@@ -698,7 +709,7 @@ def roster_form(token: str, **changes) -> dict:
 def test_admin_adds_edits_and_deactivates_an_operator(app, admin, db):
     response = admin.post("/console/operators", data=roster_form(token_of(admin)))
     assert response.status_code == 303
-    added = database.operator_by_login(db, "kuznetsova")
+    added = roster_store.operator_by_login(db, "kuznetsova")
     assert added["languages"] == "ru,en" and added["shift_start"] == "10:00"
     assert added["password_hash"].startswith("scrypt:")
     anna = app.test_client()
@@ -708,7 +719,7 @@ def test_admin_adds_edits_and_deactivates_an_operator(app, admin, db):
     form = roster_form(token_of(admin), languages=["ru"], shift_start="12:00", shift_end="21:00")
     del form["password"], form["password_repeat"]
     assert admin.post(url, data=form).status_code == 303
-    edited = database.operator_by_login(db, "kuznetsova")
+    edited = roster_store.operator_by_login(db, "kuznetsova")
     assert (edited["languages"], edited["shift_start"], edited["shift_end"]) == (
         "ru",
         "12:00",
@@ -716,7 +727,7 @@ def test_admin_adds_edits_and_deactivates_an_operator(app, admin, db):
     )
 
     admin.post(url + "/active", data={"active": "0", "csrf_token": token_of(admin)})
-    assert database.operator_by_login(db, "kuznetsova")["active"] == 0
+    assert roster_store.operator_by_login(db, "kuznetsova")["active"] == 0
     assert anna.get("/console/calls").status_code == 302  # the session ends with the account
     assert sign_in(app.test_client(), "kuznetsova", "anna-password-1").status_code == 401
 
@@ -742,23 +753,23 @@ def test_admin_adds_edits_and_deactivates_an_operator(app, admin, db):
 def test_roster_form_rejects_bad_input(app, admin, db, changes, message):
     response = admin.post("/console/operators", data=roster_form(token_of(admin), **changes))
     assert response.status_code == 400 and message in text(response)
-    assert database.operator_by_login(db, "kuznetsova") is None
+    assert roster_store.operator_by_login(db, "kuznetsova") is None
 
 
 def test_admin_cannot_lock_themselves_out(app, admin, db):
-    me = database.operator_by_login(db, "ivanova")
+    me = roster_store.operator_by_login(db, "ivanova")
     admin.post(
         f"/console/operators/{me['id']}/active", data={"active": "0", "csrf_token": token_of(admin)}
     )
     form = roster_form(token_of(admin), login="ivanova", role="operator")
     response = admin.post(f"/console/operators/{me['id']}", data=form)
     assert response.status_code == 400
-    again = database.operator_by_login(db, "ivanova")
+    again = roster_store.operator_by_login(db, "ivanova")
     assert again["active"] == 1 and again["role"] == "admin"
 
 
 def test_a_new_password_ends_the_operators_sessions(app, admin, operator, db):
-    petrov = database.operator_by_login(db, "petrov")
+    petrov = roster_store.operator_by_login(db, "petrov")
     admin.post(
         f"/console/operators/{petrov['id']}/password",
         data={
@@ -775,8 +786,8 @@ def test_a_new_password_ends_the_operators_sessions(app, admin, operator, db):
 
 
 def test_operator_page_lists_their_open_tickets(app, admin, db):
-    ticket = database.ticket_for_call(db, order_call(app).result.call_sid)["number"]
-    ivanova = database.operator_by_login(db, "ivanova")
+    ticket = ticket_store.ticket_for_call(db, order_call(app).result.call_sid)["number"]
+    ivanova = roster_store.operator_by_login(db, "ivanova")
     assert ticket in text(admin.get(f"/console/operators/{ivanova['id']}"))
     roster = text(admin.get("/console/operators"))
     assert "Кузнецова" not in roster and "Петров Алексей Николаевич" in roster
@@ -896,7 +907,7 @@ def test_dashboard_draws_todays_calls_callbacks_and_speech(make_app, db_path):
     )
     place_call(closed_app).press("1").press(ORDER).press("1").press("2").silence()
     with database.connect(db_path) as db, database.write_transaction(db):
-        call_sid = database.list_calls(db, limit=1)[0]["call_sid"]
+        call_sid = call_store.list_calls(db, limit=1)[0]["call_sid"]
         for ok in (1, 1, 1, 0):
             db.execute(
                 "INSERT INTO recognitions (call_sid, purpose, language, status, ok, created_at) "
@@ -983,7 +994,7 @@ def test_cli_add_with_password_from_stdin_then_sign_in(run, db_path, make_app):
     )
     assert result.exit_code == 0, result.output
     with database.connect(db_path) as db:
-        row = database.operator_by_login(db, "kuznetsova")
+        row = roster_store.operator_by_login(db, "kuznetsova")
     assert row["role"] == "admin" and row["password_hash"].startswith("scrypt:")
     assert "anna-password-1" not in row["password_hash"]
     app = make_app(operators=None)
@@ -993,14 +1004,14 @@ def test_cli_add_with_password_from_stdin_then_sign_in(run, db_path, make_app):
 def test_cli_set_password_prompts_twice_and_checks_length(run, db_path):
     run("operators", "add", "Кузнецова Анна", "--endpoint", "+79991112233", "--login", "anna")
     with database.connect(db_path) as db:
-        assert database.operator_by_login(db, "anna")["password_hash"] is None
+        assert roster_store.operator_by_login(db, "anna")["password_hash"] is None
     short = run("operators", "set-password", "anna", input="short\nshort\n")
     assert short.exit_code != 0 and "8-256 characters" in short.output
     result = run("operators", "set-password", "anna", input="long-enough-1\nlong-enough-1\n")
     assert result.exit_code == 0, result.output
     with database.connect(db_path) as db:
-        stored = database.operator_by_login(db, "anna")["password_hash"]
-    assert auth.verify_password(stored, "long-enough-1")
+        stored = roster_store.operator_by_login(db, "anna")["password_hash"]
+    assert accounts.verify_password(stored, "long-enough-1")
     assert run("operators", "set-password", "nobody", input="x\n").exit_code != 0
     assert (
         run("operators", "add", "X", "--endpoint", "+79991112234", "--password-stdin").exit_code
@@ -1011,29 +1022,29 @@ def test_cli_set_password_prompts_twice_and_checks_length(run, db_path):
 def test_init_db_demo_writes_private_credentials_and_stores_only_hashes(run, db_path, tmp_path):
     result = run("init-db", "--demo")
     assert result.exit_code == 0 and "demo-accounts.txt" in result.output
-    accounts = tmp_path / "demo-accounts.txt"
-    assert stat.S_IMODE(accounts.stat().st_mode) == 0o600
+    accounts_file = tmp_path / "demo-accounts.txt"
+    assert stat.S_IMODE(accounts_file.stat().st_mode) == 0o600
     lines = [
-        line.split("\t") for line in accounts.read_text().splitlines() if not line.startswith("#")
+        line.split("\t") for line in accounts_file.read_text().splitlines() if not line.startswith("#")
     ]
     passwords = {login: password for login, password, _role in lines}
     assert set(passwords) == {"ivanova", "petrov", "smirnova"}
     assert len(set(passwords.values())) == 3 and all(len(p) >= 12 for p in passwords.values())
     with database.connect(db_path) as db:
         for login, password in passwords.items():
-            stored = database.operator_by_login(db, login)["password_hash"]
+            stored = roster_store.operator_by_login(db, login)["password_hash"]
             assert stored.startswith("scrypt:") and password not in stored
-            assert auth.verify_password(stored, password)
-        assert database.operator_by_login(db, "ivanova")["role"] == "admin"
-        assert database.operator_by_login(db, "petrov")["role"] == "operator"
-    before = accounts.read_text()
+            assert accounts.verify_password(stored, password)
+        assert roster_store.operator_by_login(db, "ivanova")["role"] == "admin"
+        assert roster_store.operator_by_login(db, "petrov")["role"] == "operator"
+    before = accounts_file.read_text()
     assert run("init-db", "--demo").exit_code == 0
-    assert accounts.read_text() == before  # passwords are made once
+    assert accounts_file.read_text() == before  # passwords are made once
 
 
 def test_local_server_still_seeds_the_demo_roster_without_passwords():
     with LocalServer() as server, database.connect(server.db_path) as db:
-        roster = database.list_operators(db)
+        roster = roster_store.list_operators(db)
         assert [row["login"] for row in roster] == ["ivanova", "petrov", "smirnova"]
         assert all(row["password_hash"] is None for row in roster)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ivr import db as database
+from ivr.db import tickets as ticket_store
 from ivr.demo import read_demo_accounts, seed_demo_roster
 from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, HttpTransport
@@ -102,7 +103,7 @@ def test_find_a_call_see_its_timeline_and_change_its_ticket(server, page):
     call = emulated_call(server).press("1").press(ORDER).press("1").press("1").silence()
     assert call.result.ended and call.result.connected_to
     with database.connect(server.db_path) as db:
-        ticket = database.ticket_for_call(db, call.result.call_sid)["number"]
+        ticket = ticket_store.ticket_for_call(db, call.result.call_sid)["number"]
 
     sign_in(page, server)
     assert page.locator("h1").inner_text().startswith("Сводка за сегодня")

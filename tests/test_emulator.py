@@ -11,6 +11,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import db as database
+from ivr.db import calls as call_store
 from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, FlaskTransport, HttpTransport, MediaServer
 
@@ -62,7 +63,7 @@ def test_a_wrong_token_is_rejected_by_the_ivr(server):
     call.start()
     assert call.result.statuses[0] == 403 and call.result.end == "error"
     with database.connect(server.db_path) as db:
-        assert database.get_call(db, call.result.call_sid) is None
+        assert call_store.get_call(db, call.result.call_sid) is None
 
 
 def test_status_callback_reports_completed_with_duration(server):
@@ -71,7 +72,7 @@ def test_status_callback_reports_completed_with_duration(server):
     )
     call.start().press("0").silence()
     with database.connect(server.db_path) as db:
-        row = database.get_call(db, call.result.call_sid)
+        row = call_store.get_call(db, call.result.call_sid)
     assert row["status"] == "completed" and row["duration"] >= 1
 
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from ivr import flow
-from ivr.flow import CallState, Keys, Step
+from ivr.flow import CallState, Keys, Turn
 
 TICKET = flow.TicketReady(
     number="272401121",
@@ -285,7 +285,7 @@ def test_every_input_step_can_be_presented():
     state = replace(CallState(), candidate_order="4207315890", ticket_number="272401121")
     for name in flow.INPUT_STEPS:
         step = flow.present(state, name)
-        assert isinstance(step, Step) and step.gather is not None and step.say
+        assert isinstance(step, Turn) and step.gather is not None and step.say
 
 
 SPEECH = ("ru", "en")

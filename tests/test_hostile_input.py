@@ -35,12 +35,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import MultiDict
 
-from ivr import create_app, flow
 from ivr import db as database
+from ivr import flow
+from ivr.db import speech as speech_store
 from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, FlaskTransport, new_sid, sign
 from ivr.hours import parse_instant
 from ivr.speech.recordings import RecordingFetcher
+from ivr.web.app import create_app
 
 BASE = "http://localhost"
 EXAMPLES = 120  # per route: the module runs in about 20 s
@@ -127,7 +129,7 @@ def hostile(tmp_path_factory):
     owner = calls["ended_with_ticket"].result.call_sid
     with database.connect(db_path) as db, database.write_transaction(db):
         for index, sid in enumerate(recording_sids):
-            database.insert_recording_once(
+            speech_store.insert_recording_once(
                 db,
                 {
                     "sid": sid,
@@ -140,7 +142,7 @@ def hostile(tmp_path_factory):
                     "updated_at": "2026-11-26T09:00:00.000+00:00",
                 },
             )
-            database.add_pending_recognition(
+            speech_store.add_pending_recognition(
                 db,
                 {
                     "call_sid": owner,

@@ -16,6 +16,7 @@ import pytest
 
 from ivr import db as database
 from ivr.config import ConfigError, Settings, load_settings
+from ivr.db import calls as call_store
 from ivr.emulator import API_VERSION, MediaServer, new_sid
 from ivr.speech.recordings import (
     AllowedHost,
@@ -716,7 +717,7 @@ def add_recording(store, recordings_dir: Path, age_days: float, **columns) -> tu
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"RIFF....WAVE")
     with database.write_transaction(store):
-        database.insert_call(
+        call_store.insert_call(
             store,
             {
                 "call_sid": call_sid,

@@ -37,6 +37,9 @@ from test_speech_flow import RewrittenMedia, ScriptedEngine
 
 from ivr import db as database
 from ivr import flow
+from ivr.db import calls as call_store
+from ivr.db import speech as speech_store
+from ivr.db import tickets as ticket_store
 from ivr.emulator import EmulatedCall, FlaskTransport, HttpTransport, parse_twiml
 from ivr.logs import JsonFormatter
 from ivr.models import packaged_model_dir
@@ -83,11 +86,11 @@ def call_record(db_path: str, call_sid: str) -> dict:
     """Everything stored about one call: row, timeline, ticket, recordings, recognitions."""
     with database.connect(db_path) as db:
         return {
-            "call": database.get_call(db, call_sid),
-            "events": database.call_events(db, call_sid),
-            "ticket": database.ticket_for_call(db, call_sid),
-            "recordings": database.call_recordings(db, call_sid),
-            "recognitions": database.call_recognitions(db, call_sid),
+            "call": call_store.get_call(db, call_sid),
+            "events": call_store.call_events(db, call_sid),
+            "ticket": ticket_store.ticket_for_call(db, call_sid),
+            "recordings": speech_store.call_recordings(db, call_sid),
+            "recognitions": speech_store.call_recognitions(db, call_sid),
             "tickets_in_all": db.execute("SELECT count(*) FROM tickets").fetchone()[0],
         }
 

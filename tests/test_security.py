@@ -27,6 +27,8 @@ from conftest import AUTH_TOKEN, CALLER, DOMESTIC
 from test_speech_flow import RewrittenMedia, ScriptedEngine
 
 from ivr import db as database
+from ivr.db import speech as speech_store
+from ivr.db import tickets as ticket_store
 from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, FlaskTransport, HttpTransport, new_sid, sign
 from ivr.logs import JsonFormatter
@@ -221,7 +223,7 @@ def test_behind_a_proxy_a_request_signed_for_the_public_url_is_accepted(proxied)
     )
     assert status == 200 and "Номер обращения" in body
     with database.connect(proxied.db_path) as db:
-        assert database.ticket_for_call(db, params["CallSid"]) is not None
+        assert ticket_store.ticket_for_call(db, params["CallSid"]) is not None
 
 
 @pytest.mark.parametrize(
@@ -301,7 +303,7 @@ def _wait_for_recognitions(db_path: str, call_sid: str, count: int, timeout: flo
     deadline = time.monotonic() + timeout
     with database.connect(db_path) as db:
         while time.monotonic() < deadline:
-            rows = database.call_recognitions(db, call_sid)
+            rows = speech_store.call_recognitions(db, call_sid)
             if len(rows) >= count and all(row["status"] == "done" for row in rows):
                 return rows
             time.sleep(0.05)

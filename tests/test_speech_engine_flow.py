@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from ivr import db as database
+from ivr.db import speech as speech_store
+from ivr.db import tickets as ticket_store
 from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, HttpTransport, MediaServer
 from ivr.models import packaged_model_dir
@@ -76,8 +78,8 @@ def test_russian_number_through_the_korean_model_is_not_recognised_then_keypad(
     assert "Номер обращения" in call.result.transcript
     call.silence()
     with database.connect(server.db_path) as db:
-        recognitions = database.call_recognitions(db, call.result.call_sid)
-        ticket = database.ticket_for_call(db, call.result.call_sid)
+        recognitions = speech_store.call_recognitions(db, call.result.call_sid)
+        ticket = ticket_store.ticket_for_call(db, call.result.call_sid)
     assert len(recognitions) == 2
     for recognition in recognitions:
         assert recognition["status"] == "done" and recognition["ok"] == 0

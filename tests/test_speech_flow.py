@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from ivr import db as database
+from ivr.db import calls as call_store
+from ivr.db import speech as speech_store
+from ivr.db import tickets as ticket_store
 from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, HttpTransport, MediaServer
 from ivr.speech.vosk import Recognition, Word
@@ -111,13 +114,13 @@ def test_spoken_order_number_is_read_back_confirmed_and_described(speech_server,
     deadline = time.monotonic() + 10
     with database.connect(server.db_path) as db:
         while time.monotonic() < deadline:
-            ticket = database.ticket_for_call(db, call.result.call_sid)
+            ticket = ticket_store.ticket_for_call(db, call.result.call_sid)
             if ticket["description"]:
                 break
             time.sleep(0.1)
-        recognitions = database.call_recognitions(db, call.result.call_sid)
+        recognitions = speech_store.call_recognitions(db, call.result.call_sid)
         recordings = db.execute("SELECT * FROM recordings").fetchall()
-        row = database.get_call(db, call.result.call_sid)
+        row = call_store.get_call(db, call.result.call_sid)
     assert ticket["order_number"] == "4207315890" and row["order_number"] == "4207315890"
     assert ticket["description"] == "заказ не пришёл прошу вернуть деньги"
     assert ticket["description_confidence"] == 0.9
@@ -174,7 +177,7 @@ def test_a_zero_byte_recording_is_not_recognised_and_never_decoded(speech_server
     assert "Не удалось разобрать номер заказа" in call.result.transcript
     assert engine.calls == []
     with database.connect(server.db_path) as db:
-        [recognition] = database.call_recognitions(db, call.result.call_sid)
+        [recognition] = speech_store.call_recognitions(db, call.result.call_sid)
     assert (recognition["ok"], recognition["reason"]) == (0, "audio_empty")
 
 
@@ -193,7 +196,7 @@ def test_bad_audio_ends_in_not_recognised_with_a_reason(speech_server, media, fi
     assert "Не удалось разобрать номер заказа" in call.result.transcript
     assert engine.calls == []
     with database.connect(server.db_path) as db:
-        [recognition] = database.call_recognitions(db, call.result.call_sid)
+        [recognition] = speech_store.call_recognitions(db, call.result.call_sid)
     assert recognition["reason"] == reason
 
 
@@ -215,7 +218,7 @@ def test_recordings_from_hosts_not_allowed_are_never_fetched(tmp_path, media):
         call = _call(server, media).press("1").silence().speak(AUDIO / "ru_order_digits_1.wav")
         assert "Не удалось разобрать номер заказа" in call.result.transcript
         with database.connect(server.db_path) as db:
-            [recognition] = database.call_recognitions(db, call.result.call_sid)
+            [recognition] = speech_store.call_recognitions(db, call.result.call_sid)
     assert recognition["reason"] == "fetch_not_allowed"
     assert media.requests == [] and engine.calls == []
 

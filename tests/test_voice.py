@@ -7,6 +7,9 @@ import pytest
 from conftest import AUTH_TOKEN, CALLER, CLOSED_NOW, DOMESTIC, INTERNATIONAL
 
 from ivr import db as database
+from ivr.db import calls as call_store
+from ivr.db import operators as roster_store
+from ivr.db import tickets as ticket_store
 from ivr.emulator import EmulatedCall, FlaskTransport, new_sid, sign
 from ivr.tickets import is_valid_ticket_number
 
@@ -19,7 +22,7 @@ def spoken_ticket(text: str) -> str:
 
 
 def call_row(db, call):
-    return database.get_call(db, call.result.call_sid)
+    return call_store.get_call(db, call.result.call_sid)
 
 
 def test_domestic_open_order_request_ends_with_operator(call, db):
@@ -46,16 +49,16 @@ def test_domestic_open_order_request_ends_with_operator(call, db):
         "Иванова Мария Сергеевна",
         "completed",
     )
-    saved = database.get_ticket(db, ticket)
+    saved = ticket_store.get_ticket(db, ticket)
     assert saved["caller_number"] == CALLER and saved["status"] == "open"
 
 
 def test_every_step_lands_in_the_timeline(call, db):
     c = call().press("0")
-    kinds = [event["kind"] for event in database.call_events(db, c.result.call_sid)]
+    kinds = [event["kind"] for event in call_store.call_events(db, c.result.call_sid)]
     assert kinds == ["call_started", "step", "prompt", "input", "ticket", "step", "prompt"]
     c.press("*")
-    events = database.call_events(db, c.result.call_sid)
+    events = call_store.call_events(db, c.result.call_sid)
     assert events[-3]["detail"] == {"digits": "*"}
     assert "Номер обращения" in events[-1]["detail"]["texts"][0]
 
@@ -94,7 +97,7 @@ def test_invalid_keys_three_times_reach_an_operator_with_a_ticket(call, db):
     assert "Такой клавиши нет в меню" in c.result.transcript
     assert "Я передам ваш звонок оператору" in c.result.transcript
     ticket = spoken_ticket(c.result.transcript)
-    assert database.get_ticket(db, ticket)["category"] == "other"
+    assert ticket_store.get_ticket(db, ticket)["category"] == "other"
 
 
 def test_bad_order_numbers_are_asked_again_then_skipped(call, db):
@@ -103,7 +106,7 @@ def test_bad_order_numbers_are_asked_again_then_skipped(call, db):
     c.silence()
     assert "Продолжим без номера заказа" in c.result.transcript
     c.press("4")
-    ticket = database.get_ticket(db, spoken_ticket(c.result.transcript))
+    ticket = ticket_store.get_ticket(db, spoken_ticket(c.result.transcript))
     assert ticket["order_number"] is None and ticket["category"] == "quality"
 
 
@@ -120,8 +123,8 @@ def test_closed_line_callback_request(make_app, db_path):
     c.silence()
     assert c.result.ended and c.result.connected_to is None
     with database.connect(db_path) as db:
-        row = database.get_call(db, c.result.call_sid)
-        ticket = database.get_ticket(db, row["ticket_number"])
+        row = call_store.get_call(db, c.result.call_sid)
+        ticket = ticket_store.get_ticket(db, row["ticket_number"])
     assert row["outcome"] == "after_hours_callback" and row["after_hours"] == 1
     assert ticket["after_hours"] == 1 and ticket["callback_at"].startswith("2026-11-27T08:00")
 
@@ -132,7 +135,7 @@ def test_closed_line_silence_says_goodbye(make_app, db_path):
     c.silence()
     assert c.result.ended and "До свидания" in c.result.transcript
     with database.connect(db_path) as db:
-        assert database.get_call(db, c.result.call_sid)["outcome"] == "closed_no_request"
+        assert call_store.get_call(db, c.result.call_sid)["outcome"] == "closed_no_request"
 
 
 def _ticket_from_a_call(call, from_=CALLER, order="4207315890") -> str:
@@ -142,7 +145,7 @@ def _ticket_from_a_call(call, from_=CALLER, order="4207315890") -> str:
 
 def test_status_for_the_same_caller_is_told_at_once(call, db):
     ticket = _ticket_from_a_call(call)
-    database.set_ticket_status(db, ticket, "in_progress", database_now())
+    ticket_store.set_ticket_status(db, ticket, "in_progress", database_now())
     db.conn.commit()
     c = call().press("2").press(ticket + "#")
     assert "Статус: в работе" in c.result.transcript
@@ -187,11 +190,11 @@ def test_busy_operator_queues_caller_with_position(call, db):
     first = call().press("0").silence()
     assert first.result.connected_to == "+79990000001"
     # Make the first call look live again: connected and not ended.
-    database.update_call(db, first.result.call_sid, {"outcome": "connecting", "ended_at": None})
+    call_store.update_call(db, first.result.call_sid, {"outcome": "connecting", "ended_at": None})
     db.conn.commit()
     second = call(from_="+79035556677").press("0")
     assert "Петров Алексей Николаевич" in second.result.transcript  # fewer open tickets
-    third_db_state = database.list_operators(db)
+    third_db_state = roster_store.list_operators(db)
     assert [row["open_tickets"] for row in third_db_state] == [1, 1]
 
 
@@ -211,7 +214,9 @@ def test_operator_busy_means_enqueue(make_app, db_path):
     first = EmulatedCall(transport, "http://localhost", AUTH_TOKEN).start().press("0")
     first.silence()  # dialled; the emulator reports completed, so mark it live again
     with database.connect(db_path) as db:
-        database.update_call(db, first.result.call_sid, {"outcome": "connecting", "ended_at": None})
+        call_store.update_call(
+            db, first.result.call_sid, {"outcome": "connecting", "ended_at": None}
+        )
         db.conn.commit()
     second = EmulatedCall(transport, "http://localhost", AUTH_TOKEN).start().press("0").silence()
     assert second.result.queue == "operator-1"
@@ -349,7 +354,7 @@ def test_stale_step_repeats_the_current_prompt(app, db):
     _post(client, "/twilio/voice", params)
     response = _post(client, "/twilio/gather/category?seq=7", {**params, "Digits": "1"})
     assert response.status_code == 200 and b"main_menu?seq=1" in response.data
-    assert database.get_call(db, params["CallSid"])["step"] == "main_menu"
+    assert call_store.get_call(db, params["CallSid"])["step"] == "main_menu"
 
 
 @pytest.mark.parametrize(
@@ -403,9 +408,9 @@ def test_status_callbacks_record_final_status_once_and_in_order(app, db):
     _post(client, "/twilio/voice", params)
     for status in ("completed", "in-progress", "completed"):
         _post(client, "/twilio/status", {**params, "CallStatus": status, "CallDuration": "17"})
-    row = database.get_call(db, params["CallSid"])
+    row = call_store.get_call(db, params["CallSid"])
     assert (row["status"], row["duration"], row["outcome"]) == ("completed", 17, "hung_up_in_menu")
-    statuses = [e for e in database.call_events(db, params["CallSid"]) if e["kind"] == "status"]
+    statuses = [e for e in call_store.call_events(db, params["CallSid"]) if e["kind"] == "status"]
     assert [e["detail"]["status"] for e in statuses] == ["completed", "in-progress"]
 
 
@@ -413,7 +418,7 @@ def test_status_callbacks_record_final_status_once_and_in_order(app, db):
 def test_status_of_calls_that_never_reached_us(client, db, status):
     params = _params(CallStatus=status)
     assert _post(client, "/twilio/status", params).status_code == 204
-    row = database.get_call(db, params["CallSid"])
+    row = call_store.get_call(db, params["CallSid"])
     assert (row["status"], row["outcome"]) == (status, status)
 
 
@@ -429,7 +434,7 @@ def test_fallback_for_known_call_gives_ticket_and_operator(app, db):
     text = response.get_data(as_text=True)
     assert response.status_code == 200 and "техническая неполадка" in text
     assert "Иванова Мария Сергеевна" in text and "Номер обращения" in text
-    row = database.get_call(db, params["CallSid"])
+    row = call_store.get_call(db, params["CallSid"])
     assert row["ticket_number"] and is_valid_ticket_number(row["ticket_number"])
 
 

@@ -54,7 +54,9 @@ import itertools
 import re
 from dataclasses import dataclass
 
-LANGUAGES = ("ru", "en")
+from ivr.vocabulary import Language, values
+
+LANGUAGES = values(Language)
 UNKNOWN_WORD = "[unk]"
 MAX_READINGS = 8
 

@@ -33,6 +33,7 @@ from sqlite_utils import Database
 
 from ivr import db as database
 from ivr.config import Settings
+from ivr.db import speech as speech_store
 
 logger = logging.getLogger("ivr.recordings")
 
@@ -493,7 +494,7 @@ def purge(
     """Delete the local files of recordings made before ``older_than``; mark them purged."""
     root = Path(recordings_dir)
     purged: list[str] = []
-    for row in database.recordings_created_before(db, older_than):
+    for row in speech_store.recordings_created_before(db, older_than):
         try:
             files = _stored_files(root, row)
             for path in files:
@@ -510,7 +511,7 @@ def purge(
         at = now or datetime.now(UTC)
         with database.write_transaction(db):
             for sid in purged:
-                database.mark_recording_purged(db, sid, at)
+                speech_store.mark_recording_purged(db, sid, at)
     logger.info("purged %d recording(s) made before %s", len(purged), older_than.isoformat())
     return len(purged)
 

@@ -22,14 +22,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ivr import db as database
+from ivr.config import Settings
+from ivr.db import calls as call_store
+from ivr.db import speech as speech_store
+from ivr.db import tickets as ticket_store
 from ivr.speech.audio import AudioError, is_silent, to_model_pcm
 from ivr.speech.numbers import parse_order_number, parse_yes_no, yes_no_words
+from ivr.vocabulary import EventKind, Language, RecordingPurpose
 
 log = logging.getLogger("ivr.speech")
 
-ORDER_NUMBER = "order_number"
-CONFIRM = "confirm"
-DESCRIPTION = "description"
+ORDER_NUMBER = RecordingPurpose.ORDER_NUMBER
+CONFIRM = RecordingPurpose.CONFIRM
+DESCRIPTION = RecordingPurpose.DESCRIPTION
 MAX_SECONDS = {ORDER_NUMBER: 30.0, CONFIRM: 10.0, DESCRIPTION: 75.0}
 DECODE_TIMEOUT = {ORDER_NUMBER: 10.0, CONFIRM: 5.0, DESCRIPTION: 60.0}
 
@@ -256,7 +261,7 @@ class SpeechService:
         now = datetime.now(UTC)
         with database.connect(self.db_path, self.busy_timeout_ms) as db:
             with database.write_transaction(db):
-                database.update_recording(
+                speech_store.update_recording(
                     db,
                     recording_sid,
                     {
@@ -273,13 +278,13 @@ class SpeechService:
         row = {**row, "status": "done", "completed_at": database.timestamp(now)}
         with database.connect(self.db_path, self.busy_timeout_ms) as db:
             with database.write_transaction(db):
-                database.complete_recognition(db, recording_sid, row)
-                database.add_event(
+                speech_store.complete_recognition(db, recording_sid, row)
+                call_store.add_event(
                     db,
                     call_sid,
                     -1,
                     now,
-                    "recognition",
+                    EventKind.RECOGNITION,
                     purpose,
                     {
                         "recording_sid": recording_sid,
@@ -294,6 +299,39 @@ class SpeechService:
                     },
                 )
                 if purpose == DESCRIPTION and row.get("text"):
-                    database.set_ticket_description(
+                    ticket_store.set_ticket_description(
                         db, call_sid, row["text"], row.get("confidence"), now
                     )
+
+
+def build_speech_service(settings: Settings, engine: Recogniser | None = None) -> SpeechService:
+    """The background recogniser the settings describe: Vosk workers, the fetcher.
+
+    `engine` replaces the Vosk engine the settings would build (tests script it).
+    """
+    from ivr.speech.numbers import number_words
+    from ivr.speech.recordings import RecordingFetcher
+
+    built_here = engine is None and bool(settings.vosk_models)
+    if built_here:
+        from ivr.speech.vosk import SpeechEngine
+
+        engine = SpeechEngine(dict(settings.vosk_models), workers=settings.speech_workers)
+    for language in Language:
+        if engine is None or language not in engine.available_languages():
+            log.warning(
+                "no Vosk model for %s (IVR_VOSK_MODEL_%s): order numbers by keypad only",
+                language,
+                language.upper(),
+            )
+    service = SpeechService(
+        settings.db_path,
+        engine,
+        RecordingFetcher.from_settings(settings),
+        number_words,
+        settings.busy_timeout_ms,
+        delete_remote=settings.delete_twilio_recordings,
+    )
+    if built_here:
+        service.check_models(dict(settings.vosk_models))
+    return service

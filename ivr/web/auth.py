@@ -1,69 +1,22 @@
-"""Console security: password hashing, the session secret, cookie flags, CSRF, sign-in limits."""
+"""Console sessions: the session secret, cookie flags, CSRF (passwords: ivr.accounts)."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
-import re
 import secrets
 from datetime import timedelta
-from functools import cache
 from pathlib import Path
 
 from flask import Flask, session
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr.config import Settings
 
 log = logging.getLogger("ivr.console")
 
-PASSWORD_METHOD = "scrypt"  # noqa: S105 - a KDF name; werkzeug: n=2**15, r=8, p=1, 16-byte salt
-LOGIN_PATTERN = re.compile(r"^[a-z0-9._-]{2,40}$")
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_LENGTH = 256
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name
 SESSION_LIFETIME = timedelta(hours=12)  # one shift
-
-# Sign-in throttling: this many failures in the window lock a login (or an address) until
-# the window has passed since the latest failure.
-THROTTLE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_LOGIN = 5
-MAX_FAILURES_PER_ADDRESS = 20
-
-
-def hash_password(password: str) -> str:
-    """A salted scrypt hash of the password, as stored in operators.password_hash."""
-    return generate_password_hash(password, method=PASSWORD_METHOD)
-
-
-def verify_password(password_hash: str | None, password: str) -> bool:
-    """Whether the password matches; spends the same time when there is no hash to check."""
-    if not password_hash:
-        check_password_hash(_dummy_hash(), password)
-        return False
-    return check_password_hash(password_hash, password)
-
-
-@cache
-def _dummy_hash() -> str:
-    """Checked when a login is unknown or has no password, so that takes as long as a real check."""
-    return generate_password_hash(secrets.token_hex(16), method=PASSWORD_METHOD)
-
-
-def password_problem(password: str) -> str | None:
-    """Why a new password is not acceptable (a message key), or None."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        return "password_too_short"
-    if len(password) > MAX_PASSWORD_LENGTH:
-        return "password_too_long"
-    return None
-
-
-def password_fingerprint(password_hash: str | None) -> str:
-    """A short digest of the stored hash: a session holds it, so a new password ends old ones."""
-    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
 
 
 def instance_dir(settings: Settings) -> Path:

@@ -1,9 +1,14 @@
-"""The console's words in Russian (the default: operators are Russian-speaking) and English."""
+"""The console's words in Russian (the default: operators are Russian-speaking) and English.
+
+`MESSAGES` are the console's own sentences; `LABELS` name every member of the vocabulary's
+enums (ivr.vocabulary.LABELLED), in both languages (tests/test_vocabulary.py checks it).
+"""
 
 from __future__ import annotations
 
-LANGUAGES = ("ru", "en")
-DEFAULT_LANGUAGE = "ru"
+from ivr.vocabulary import DEFAULT_LANGUAGE, Language, values
+
+LANGUAGES = values(Language)
 
 MESSAGES: dict[str, dict[str, str]] = {
     "ru": {
@@ -387,6 +392,7 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "status_told": "узнал статус обращения",
             "hung_up_in_menu": "положил трубку в меню",
             "hung_up": "положил трубку",
+            "hung_up_before_answer": "положил трубку, пока звонил телефон оператора",
             "busy": "занято",
             "failed": "ошибка",
             "no-answer": "нет ответа",
@@ -402,6 +408,9 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "order_speech": "номер заказа голосом",
             "order_wait": "распознаётся номер заказа",
             "confirm_order": "подтверждение номера заказа",
+            "confirm_speech": "подтверждение голосом",
+            "confirm_wait": "распознаётся ответ «да» / «нет»",
+            "creating_ticket": "создаётся обращение",
             "category": "выбор категории",
             "description": "описание проблемы",
             "ticket_info": "номер обращения и оператор",
@@ -422,8 +431,9 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "ticket_lookup": "поиск обращения",
             "status": "статус звонка",
             "stale_request": "повторный запрос",
+            "late_request": "запрос после конца звонка",
             "fallback": "резервный URL Twilio",
-            "recording": "запись",
+            "recording_status": "статус записи",
             "recognition": "распознавание",
         },
         "role": {"admin": "администратор", "operator": "оператор"},
@@ -441,7 +451,11 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "operator_deactivate": "оператор отключён",
             "operator_activate": "оператор включён",
         },
-        "purpose": {"order_number": "номер заказа", "description": "описание проблемы"},
+        "purpose": {
+            "order_number": "номер заказа",
+            "confirm": "ответ «да» / «нет»",
+            "description": "описание проблемы",
+        },
     },
     "en": {
         "line": {"domestic": "8 800 (domestic)", "international": "+7 495 (from abroad)"},
@@ -464,6 +478,7 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "status_told": "heard a ticket's status",
             "hung_up_in_menu": "hung up in the menu",
             "hung_up": "hung up",
+            "hung_up_before_answer": "hung up while the operator's phone rang",
             "busy": "busy",
             "failed": "failed",
             "no-answer": "no answer",
@@ -479,6 +494,9 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "order_speech": "saying the order number",
             "order_wait": "recognising the order number",
             "confirm_order": "confirming the order number",
+            "confirm_speech": "confirming by voice",
+            "confirm_wait": "recognising a yes / no",
+            "creating_ticket": "creating the ticket",
             "category": "choosing a category",
             "description": "describing the problem",
             "ticket_info": "ticket and operator",
@@ -499,8 +517,9 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "ticket_lookup": "ticket lookup",
             "status": "call status",
             "stale_request": "repeated request",
+            "late_request": "request after the call ended",
             "fallback": "Twilio fallback URL",
-            "recording": "recording",
+            "recording_status": "recording status",
             "recognition": "recognition",
         },
         "role": {"admin": "admin", "operator": "operator"},
@@ -518,7 +537,11 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "operator_deactivate": "deactivated an operator",
             "operator_activate": "activated an operator",
         },
-        "purpose": {"order_number": "order number", "description": "problem description"},
+        "purpose": {
+            "order_number": "order number",
+            "confirm": "yes / no answer",
+            "description": "problem description",
+        },
     },
 }
 

@@ -27,10 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ivr import create_app  # noqa: E402
 from ivr import db as database  # noqa: E402
+from ivr.accounts import hash_password  # noqa: E402
+from ivr.db import operators as roster_store  # noqa: E402
 from ivr.tickets import new_ticket_number  # noqa: E402
-from ivr.web.auth import hash_password  # noqa: E402
+from ivr.web.app import create_app  # noqa: E402
 
 TARGET_MS = 200.0
 OUTCOMES = (
@@ -57,7 +58,7 @@ def seed(db_path: str, calls: int, rng: random.Random) -> dict[str, list[str]]:
     created = database.timestamp(datetime.now(UTC))
     password_hash = hash_password(PASSWORD)
     for index, (name, login, role) in enumerate(OPERATORS, start=1):
-        database.insert_operator(
+        roster_store.insert_operator(
             db,
             {
                 "full_name": name,

@@ -1,0 +1,73 @@
+"""Console accounts: password hashing, login rules and sign-in throttling (no Flask here)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+from datetime import datetime, timedelta
+from functools import cache
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+PASSWORD_METHOD = "scrypt"  # noqa: S105 - a KDF name; werkzeug: n=2**15, r=8, p=1, 16-byte salt
+LOGIN_PATTERN = re.compile(r"^[a-z0-9._-]{2,40}\Z")
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 256
+
+# Sign-in throttling: this many failures in the window lock a login (or an address) until
+# the window has passed since the latest failure.
+THROTTLE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_LOGIN = 5
+MAX_FAILURES_PER_ADDRESS = 20
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash of the password, as stored in operators.password_hash."""
+    return generate_password_hash(password, method=PASSWORD_METHOD)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether the password matches; spends the same time when there is no hash to check."""
+    if not password_hash:
+        check_password_hash(_dummy_hash(), password)
+        return False
+    return check_password_hash(password_hash, password)
+
+
+@cache
+def _dummy_hash() -> str:
+    """Checked when a login is unknown or has no password, so that takes as long as a real check."""
+    return generate_password_hash(secrets.token_hex(16), method=PASSWORD_METHOD)
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password is not acceptable (a message key), or None."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return "password_too_short"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return "password_too_long"
+    return None
+
+
+def normalise_login(text: str) -> str:
+    """A console login as stored: trimmed, lower case; ValueError if it breaks the rules."""
+    login = text.strip().lower()
+    if not LOGIN_PATTERN.match(login):
+        raise ValueError("a login has 2-40 characters: a-z, 0-9, dot, hyphen, underscore")
+    return login
+
+
+def password_fingerprint(password_hash: str | None) -> str:
+    """A short digest of the stored hash: a session holds it, so a new password ends old ones."""
+    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
+
+
+def throttle_minutes(failures: list[tuple[int, str | None, int]], now: datetime) -> int:
+    """Minutes until another sign-in may be tried, from (count, latest failure, limit) checks."""
+    wait = timedelta(0)
+    for count, latest, limit in failures:
+        if count >= limit and latest:
+            wait = max(wait, datetime.fromisoformat(latest) + THROTTLE_WINDOW - now)
+    return math.ceil(wait.total_seconds() / 60) if wait > timedelta(0) else 0

@@ -1,0 +1,568 @@
+"""The call service: what each Twilio webhook does to a call, on the database, with no Flask.
+
+The web layer (`ivr.web.voice`) checks the signature, parses the request, keeps the
+exactly-once store and renders TwiML; everything in between is here: the call row and its
+timeline, the flow's effects (tickets, operator choice, due dates, ticket lookups),
+recordings and recognitions, status callbacks. A `CallDesk` holds what every call needs
+(settings, clock, prompts, the speech languages); each webhook opens a `CallContext` on one
+call inside the delivery's transaction and gets an `Answer` back to render.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from ivr import flow
+from ivr.config import Settings
+from ivr.db import Database, timestamp
+from ivr.db import calls as call_store
+from ivr.db import operators as roster_store
+from ivr.db import speech as speech_store
+from ivr.db import tickets as ticket_store
+from ivr.hours import Clock, is_open, next_opening, parse_instant
+from ivr.operators import choose_operator, operator_from_row
+from ivr.prompts import Prompts
+from ivr.tickets import new_ticket_number
+from ivr.twiml import spoken_texts
+from ivr.vocabulary import EventKind, Line, Outcome, Step, TicketStatus
+
+log = logging.getLogger("ivr.calls")
+
+FINAL_CALL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+# A hang-up at any of these (keys, speaking, waiting for a recognition) is "in the menu".
+MENU_STEPS = (*flow.INPUT_STEPS, *flow.RECORD_STEPS, *flow.WAIT_STEPS)
+TICKET_NUMBER_DRAWS = 20
+
+
+class UnknownCall(LookupError):
+    """A webhook names a call this service has no record of."""
+
+
+class Refused(ValueError):
+    """A webhook asks for something this call must not do (its message says what)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the caller hears next, with what the web layer needs to build its URLs."""
+
+    turn: flow.Turn
+    state: flow.CallState
+    seq: int
+
+
+@dataclass(frozen=True)
+class CallDesk:
+    """What every call needs: settings, the business clock, prompts, the speech languages."""
+
+    settings: Settings
+    clock: Clock
+    prompts: dict[str, Prompts]
+    speech_languages: Callable[[], tuple[str, ...]] = tuple
+
+    def now(self, simulated: datetime | None = None) -> datetime:
+        """The instant a webhook is handled at (a simulated call's own, if it has one)."""
+        return simulated or self.clock.now()
+
+    def line_for(self, to_number: str) -> Line:
+        """Which line a call to this number came in on (unknown numbers: domestic)."""
+        normalised = normalise_number(to_number)
+        if normalised == normalise_number(self.settings.international_number):
+            return Line.INTERNATIONAL
+        if normalised != normalise_number(self.settings.domestic_number):
+            log.warning(
+                "call to an unknown number gets the domestic line", extra={"to_number": to_number}
+            )
+        return Line.DOMESTIC
+
+    # Webhooks --------------------------------------------------------------------------
+
+    def start_call(
+        self,
+        db: Database,
+        call_sid: str,
+        *,
+        to_number: str,
+        from_number: str,
+        account_sid: str,
+        status: str,
+        simulated_now: datetime | None = None,
+    ) -> Answer:
+        """A new call on either number: record it and answer with its first turn."""
+        now = self.now(simulated_now)
+        known = call_store.get_call(db, call_sid)
+        # A status callback may have arrived first and made a bare row ("start", seq 0):
+        # the call still starts. Any other known call is re-presented where it is.
+        if known is not None and (
+            known["step"] != Step.START or known["status"] in FINAL_CALL_STATUSES
+        ):
+            return CallContext(self, db, known, now).reprompt()
+        line = self.line_for(to_number)
+        open_now = is_open(now, self.settings.opening_hours)
+        row = {
+            "call_sid": call_sid,
+            "account_sid": account_sid,
+            "line": line,
+            "to_number": to_number,
+            "from_number": from_number,
+            "started_at": timestamp(now),
+            "updated_at": timestamp(now),
+            "status": (known or {}).get("status") or status or "ringing",
+            "step": Step.START,
+            "seq": 0,
+            "state": "{}",
+            "outcome": None,
+            "after_hours": int(not open_now),
+            # A simulated call keeps its instant for every later webhook (see CallContext).
+            "simulated_now": now.isoformat() if simulated_now else None,
+        }
+        context = CallContext(self, db, row, now, new=known is None)
+        context.event(EventKind.CALL_STARTED, {"line": line, "to": to_number, "open": open_now})
+        log.info(
+            "call started",
+            extra={
+                "call_sid": call_sid,
+                "line": line,
+                "from_number": from_number,
+                "open": open_now,
+            },
+        )
+        return context.advance(flow.CallStarted(line, open_now, self.speech_languages()))
+
+    def continue_call(
+        self,
+        db: Database,
+        call_sid: str,
+        seq: int,
+        kind: str,
+        make_event: Callable[[CallContext], flow.Event],
+        detail: dict[str, Any],
+        expected_step: str | None = None,
+    ) -> Answer:
+        """A webhook reached through TwiML (keys, dial/queue results, recordings, polls)."""
+        context = self.open_call(db, call_sid)
+        call = context.call
+        if call["ended_at"] and kind == "dial" and detail.get("dial_status") != "completed":
+            # The caller hung up while the operator's phone rang: not connected, not queued.
+            context.event(EventKind.INPUT, detail)
+            call_store.update_call(db, call_sid, {"outcome": Outcome.HUNG_UP_BEFORE_ANSWER})
+            context.flush_events()
+            return context.hang_up(seq)
+        if kind in ("gather", "result") and call["ended_at"]:
+            # The caller has hung up (a late or retried delivery): nothing to advance.
+            context.event(EventKind.LATE_REQUEST, {"kind": kind, "seq": seq, "step": expected_step})
+            context.flush_events()
+            return context.hang_up(seq)
+        if seq != context.seq or (expected_step and expected_step != context.state.step):
+            context.event(
+                EventKind.STALE_REQUEST, {"kind": kind, "seq": seq, "step": expected_step}
+            )
+            log.warning(
+                "stale webhook: repeating the current step",
+                extra={"call_sid": call_sid, "seq": seq, "current_seq": context.seq},
+            )
+            context.flush_events()
+            return context.reprompt()
+        return context.advance(make_event(context), detail)
+
+    def fallback(self, db: Database, call_sid: str, error_code: str, error_url: str) -> Answer:
+        """Twilio could not use our answer: apologise, and still give a ticket and operator."""
+        context = self.open_call(db, call_sid)
+        context.event(EventKind.FALLBACK, {"error_code": error_code, "error_url": error_url})
+        context.state = replace(context.state, step=Step.FALLBACK)
+        return context.advance(flow.TwilioFallback())
+
+    def call_status(
+        self,
+        db: Database,
+        call_sid: str,
+        status: str,
+        duration: str,
+        *,
+        to_number: str,
+        from_number: str,
+        account_sid: str,
+    ) -> None:
+        """Twilio's status callback: the call's status, and how it ended when it did."""
+        call = call_store.get_call(db, call_sid)
+        if call is None:
+            now = self.clock.now()
+            call = {
+                "call_sid": call_sid,
+                "account_sid": account_sid,
+                "line": self.line_for(to_number),
+                "to_number": to_number,
+                "from_number": from_number,
+                "started_at": timestamp(now),
+                "updated_at": timestamp(now),
+                "step": Step.START,
+                "seq": 0,
+                "state": "{}",
+                "outcome": None,
+                "status": None,
+                "ended_at": None,
+                "after_hours": 0,
+                "simulated_now": None,
+            }
+            call_store.insert_call(db, call)
+        context = CallContext(self, db, call, self.clock.now())
+        now = context.now  # a simulated call ends at its own instant
+        context.event(EventKind.STATUS, {"status": status, "duration": duration})
+        changes: dict[str, Any] = {"updated_at": timestamp(now)}
+        already_final = call["status"] in FINAL_CALL_STATUSES
+        if not already_final:
+            changes["status"] = status
+        if status in FINAL_CALL_STATUSES and not already_final:
+            changes["ended_at"] = timestamp(now)
+            if is_ascii_number(duration):
+                changes["duration"] = int(duration)
+            if call["outcome"] is None:
+                changes["outcome"] = (
+                    Outcome.HUNG_UP_IN_MENU if call["step"] in MENU_STEPS else Outcome.HUNG_UP
+                )
+                if status != "completed":
+                    changes["outcome"] = status
+            elif call["outcome"] == Outcome.CONNECTING:
+                changes["outcome"] = Outcome.CONNECTED
+        call_store.update_call(db, call_sid, changes)
+        context.flush_events()
+
+    def recording_status(
+        self,
+        db: Database,
+        call_sid: str,
+        recording_sid: str,
+        url: str,
+        status: str,
+        purpose: str,
+        duration: str,
+    ) -> dict[str, str] | None:
+        """Twilio's recordingStatusCallback; returns what to fetch when this delivery claims it."""
+        context = self.open_call(db, call_sid)
+        if context.recording_of_another_call(recording_sid):
+            raise Refused("the recording belongs to another call")
+        context.event(
+            EventKind.RECORDING_STATUS, {"recording_sid": recording_sid, "status": status}
+        )
+        context.flush_events()
+        if status == "completed" and url:
+            context.note_recording(recording_sid, url, purpose, duration)
+            speech_store.update_recording(db, recording_sid, {"url": url})
+            if speech_store.claim_recording(db, recording_sid, context.now):
+                return {"url": url, "language": context.state.language}
+            return None
+        now = timestamp(context.now)
+        speech_store.insert_recording_once(
+            db,
+            {
+                "sid": recording_sid,
+                "call_sid": call_sid,
+                "purpose": purpose,
+                "status": "pending",
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        speech_store.update_recording(
+            db,
+            recording_sid,
+            {
+                "status": "absent" if status == "absent" else "failed",
+                "error": status,
+                "updated_at": now,
+            },
+        )
+        context.add_recognition(recording_sid, purpose)
+        speech_store.complete_recognition(
+            db,
+            recording_sid,
+            {"status": "done", "ok": 0, "reason": f"recording_{status}", "completed_at": now},
+        )
+        return None
+
+    def open_call(self, db: Database, call_sid: str) -> CallContext:
+        """The context of a known call; UnknownCall if there is none."""
+        call = call_store.get_call(db, call_sid)
+        if call is None:
+            raise UnknownCall(call_sid)
+        return CallContext(self, db, call, self.clock.now())
+
+
+class CallContext:
+    """One webhook's work on one call, inside the delivery's transaction."""
+
+    def __init__(
+        self, desk: CallDesk, db: Database, call: dict[str, Any], now: datetime, new: bool = False
+    ):
+        self.desk = desk
+        self.db = db
+        self.call = call
+        self.new = new  # not in the database yet: inserted (once) when the turn is saved
+        # A simulated call lives at the instant it was placed "at".
+        self.now = parse_instant(call["simulated_now"]) if call.get("simulated_now") else now
+        self.seq = call["seq"]
+        self.state = flow.CallState.from_dict(json.loads(call["state"]))
+        self._events: list[tuple[int, str, str | None, dict[str, Any] | None]] = []
+
+    @property
+    def call_sid(self) -> str:
+        """This call's CallSid."""
+        return self.call["call_sid"]
+
+    def event(self, kind: str, detail: dict[str, Any] | None = None, step: str | None = None):
+        """Add an entry to the call's timeline (written by `flush_events`, in one statement)."""
+        self._events.append((self.seq, kind, step or self.state.step, detail))
+
+    def flush_events(self) -> None:
+        """Write the timeline entries gathered so far."""
+        call_store.add_events(self.db, self.call_sid, self.now, self._events)
+        self._events = []
+
+    # The flow's effects ----------------------------------------------------------------
+
+    def perform(self, effect: flow.Effect) -> flow.Event:
+        """Carry out what the flow asked for."""
+        if isinstance(effect, flow.CreateTicket):
+            return self.create_ticket(effect)
+        if isinstance(effect, flow.LookupTicket):
+            return self.lookup_ticket(effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def create_ticket(self, effect: flow.CreateTicket) -> flow.TicketReady:
+        """This call's ticket and operator; a call never gets a second ticket."""
+        settings = self.desk.settings
+        language = self.state.language
+        ticket = None if self.new else ticket_store.ticket_for_call(self.db, self.call_sid)
+        roster = [operator_from_row(row) for row in roster_store.list_operators(self.db, True)]
+        if ticket is None:
+            ticket = self._new_ticket(effect, roster)
+        operator = next((op for op in roster if op.id == ticket["operator_id"]), None)
+        busy = bool(operator) and call_store.operator_on_call(self.db, operator.id, self.call_sid)
+        return flow.TicketReady(
+            number=ticket["number"],
+            operator_name=operator.spoken_name(language) if operator else ticket["operator_name"],
+            operator_endpoint=operator.endpoint if operator else None,
+            operator_busy=busy,
+            queue=f"operator-{operator.id}" if operator and busy else f"support-{language}",
+            resolution_hours=settings.resolution_hours.get(ticket["category"], 48),
+            callback_at=ticket["callback_at"],
+        )
+
+    def _new_ticket(self, effect: flow.CreateTicket, roster: list) -> dict[str, Any]:
+        settings = self.desk.settings
+        handled_at = (
+            next_opening(self.now, settings.opening_hours) if effect.after_hours else self.now
+        )
+        operator = choose_operator(roster, self.state.language, handled_at)
+        hours = settings.resolution_hours.get(effect.category, 48)
+        ticket = {
+            "call_sid": self.call_sid,
+            "caller_number": self.call["from_number"],
+            "order_number": effect.order_number,
+            "category": effect.category,
+            "status": TicketStatus.OPEN,
+            "operator_id": operator.id if operator else None,
+            "operator_name": operator.full_name if operator else None,
+            "language": self.state.language,
+            "after_hours": int(effect.after_hours),
+            "callback_at": handled_at.isoformat() if effect.after_hours else None,
+            "related_ticket": effect.related_ticket,
+            "created_at": timestamp(self.now),
+            "due_at": timestamp(handled_at + timedelta(hours=hours)),
+            "updated_at": timestamp(self.now),
+        }
+        if self.new:
+            self.save_call()  # the ticket refers to the call row
+        for _ in range(TICKET_NUMBER_DRAWS):
+            ticket["number"] = new_ticket_number()
+            if ticket_store.insert_ticket(self.db, ticket):
+                break
+        else:
+            raise RuntimeError("could not draw a free ticket number")
+        # The call row carries its ticket's columns from now on (written once, here).
+        columns = {
+            "ticket_number": ticket["number"],
+            "operator_id": ticket["operator_id"],
+            "operator_name": ticket["operator_name"],
+            "order_number": ticket["order_number"],
+            "category": ticket["category"],
+        }
+        self.call.update(columns)
+        call_store.update_call(self.db, self.call_sid, columns)
+        self.attach_description(effect.description_recording)
+        self.event(
+            EventKind.TICKET,
+            {
+                "ticket_number": ticket["number"],
+                "operator_id": ticket["operator_id"],
+                "operator_name": ticket["operator_name"],
+                "category": effect.category,
+                "order_number": effect.order_number,
+                "after_hours": effect.after_hours,
+            },
+        )
+        return ticket
+
+    def attach_description(self, recording_sid: str | None) -> None:
+        """A description transcribed before the ticket existed goes onto it now."""
+        recognition = (
+            speech_store.get_recognition(self.db, recording_sid) if recording_sid else None
+        )
+        if recognition and recognition["status"] == "done" and recognition["text"]:
+            ticket_store.set_ticket_description(
+                self.db, self.call_sid, recognition["text"], recognition["confidence"], self.now
+            )
+
+    def lookup_ticket(self, effect: flow.LookupTicket) -> flow.TicketFound:
+        """Find a ticket for the status menu; say whether this caller filed it."""
+        ticket = ticket_store.get_ticket(self.db, effect.number)
+        self.event(EventKind.TICKET_LOOKUP, {"ticket_number": effect.number, "found": bool(ticket)})
+        if ticket is None:
+            return flow.TicketFound(number=effect.number, found=False)
+        caller = normalise_number(self.call["from_number"] or "")
+        return flow.TicketFound(
+            number=effect.number,
+            found=True,
+            caller_matches=bool(caller)
+            and caller == normalise_number(ticket["caller_number"] or ""),
+            order_number=ticket["order_number"],
+            status=ticket["status"],
+            operator_name=self._spoken_operator_name(ticket),
+            due_date=ticket["due_at"][:10],
+        )
+
+    def _spoken_operator_name(self, ticket: dict[str, Any]) -> str | None:
+        """The ticket's operator as this caller hears the name (Latin for English callers)."""
+        row = (
+            roster_store.get_operator(self.db, ticket["operator_id"])
+            if ticket["operator_id"]
+            else None
+        )
+        if row is None:
+            return ticket["operator_name"]
+        return operator_from_row(row).spoken_name(self.state.language)
+
+    # Recordings ------------------------------------------------------------------------
+
+    def recording_of_another_call(self, sid: str) -> bool:
+        """A RecordingSid already known for another call: never touched or read from this one."""
+        known = speech_store.get_recording(self.db, sid) or speech_store.get_recognition(
+            self.db, sid
+        )
+        if known is None or known["call_sid"] == self.call_sid:
+            return False
+        log.warning(
+            "webhook names a recording of another call: ignored",
+            extra={"call_sid": self.call_sid, "recording_sid": sid},
+        )
+        return True
+
+    def note_recording(self, sid: str, url: str, purpose: str, duration: str) -> None:
+        """Remember a recording and its (pending) recognition, whichever webhook comes first."""
+        now = timestamp(self.now)
+        speech_store.insert_recording_once(
+            self.db,
+            {
+                "sid": sid,
+                "call_sid": self.call_sid,
+                "purpose": purpose,
+                "attempt": self.state.speech_failures + 1,
+                "url": url,
+                "duration": float(duration) if is_ascii_number(duration) else None,
+                "status": "pending",
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        self.add_recognition(sid, purpose)
+
+    def add_recognition(self, sid: str, purpose: str) -> None:
+        """A pending recognition of a recording (at most one per recording)."""
+        speech_store.add_pending_recognition(
+            self.db,
+            {
+                "call_sid": self.call_sid,
+                "recording_sid": sid,
+                "purpose": purpose,
+                "attempt": self.state.speech_failures + 1,
+                "language": self.state.language,
+                "status": "pending",
+                "created_at": timestamp(self.now),
+            },
+        )
+
+    def speech_result(self) -> flow.SpeechResult:
+        """Where the recognition of the pending recording stands (for the waiting caller)."""
+        sid = self.state.recording
+        recognition = speech_store.get_recognition(self.db, sid) if sid else None
+        if recognition is None or recognition["status"] != "done":
+            return flow.SpeechResult(ready=False)
+        return flow.SpeechResult(
+            ready=True,
+            ok=bool(recognition["ok"]),
+            digits=recognition["digits"] or "",
+            reason=recognition["reason"],
+        )
+
+    # Turns -----------------------------------------------------------------------------
+
+    def advance(self, event: flow.Event, input_detail: dict[str, Any] | None = None) -> Answer:
+        """Run the flow, persist the new state and timeline, and return the next turn."""
+        if input_detail is not None:
+            self.event(EventKind.INPUT, input_detail)
+        self.state, turn = flow.run(self.state, event, self.perform)
+        self.seq += 1
+        self.event(
+            EventKind.STEP, {"step": turn.name, "end": turn.end, "target": turn.target}, turn.name
+        )
+        if turn.say:
+            texts = spoken_texts(turn, self.desk.prompts, self.state.language)
+            self.event(EventKind.PROMPT, {"texts": texts}, step=turn.name)
+        self.save_call()
+        return Answer(turn, self.state, self.seq)
+
+    def reprompt(self) -> Answer:
+        """Answer a stale or unexpected request by repeating where the call is now."""
+        return Answer(flow.current_step(self.state), self.state, self.seq)
+
+    def hang_up(self, seq: int) -> Answer:
+        """End the call's TwiML (the caller is already gone)."""
+        return Answer(flow.Turn(flow.FINAL_STEP, end="hangup"), self.state, seq)
+
+    def save_call(self) -> None:
+        """Write the call's state (inserting the row on its first webhook) and its timeline."""
+        state = self.state
+        changes = {
+            "seq": self.seq,
+            "step": state.step,
+            "state": json.dumps(state.to_dict(), ensure_ascii=False),
+            "language": state.language,
+            # An outcome the status callback set (the caller hung up) is kept.
+            "outcome": state.outcome or self.call.get("outcome"),
+            "order_number": state.order_number or self.call.get("order_number"),
+            "category": state.category or self.call.get("category"),
+            "updated_at": timestamp(self.now),
+        }
+        if self.new:
+            self.call.update(changes)
+            call_store.insert_call(self.db, self.call)
+            self.new = False
+        else:
+            call_store.update_call(self.db, self.call_sid, changes)
+        self.flush_events()
+
+
+def normalise_number(number: str) -> str:
+    """A phone number with only its digits and '+'."""
+    return re.sub(r"[^\d+]", "", number)
+
+
+def is_ascii_number(text: str) -> bool:
+    """Plain ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
+    return text.isascii() and text.isdigit()

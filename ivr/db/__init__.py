@@ -1,0 +1,22 @@
+"""The one place that talks to SQLite.
+
+`core` holds the connection, the write lock, transactions and row helpers; `migrations` the
+schema, one named step per version. Queries live in one module per subject: `calls`
+(calls, timelines, stored webhook answers), `tickets`, `operators`, `speech` (recordings,
+recognitions), `search` (the console's lists), `reports` (dashboard and /metrics counts)
+and `audit` (audit trail, sign-in attempts). Plain SQL throughout, so a move to a server
+database stays inside this package; see `core` for where sqlite-utils is used and why.
+"""
+
+from ivr.db.core import Database, connect, timestamp, write_transaction
+from ivr.db.migrations import MIGRATIONS, migrate, schema_version
+
+__all__ = [
+    "MIGRATIONS",
+    "Database",
+    "connect",
+    "migrate",
+    "schema_version",
+    "timestamp",
+    "write_transaction",
+]

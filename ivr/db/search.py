@@ -1,0 +1,187 @@
+"""The console's call log and ticket list: filters, one WHERE builder, pages and counts.
+
+Every value arrives as a bound parameter; the only text put into SQL is fixed fragments
+chosen here (never anything a user typed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.db.core import Database
+
+CALL_LOG_COLUMNS = (
+    "c.call_sid, c.line, c.language, c.from_number, c.to_number, c.started_at, c.ended_at, "
+    "c.status, c.duration, c.step, c.outcome, c.order_number, c.category, c.ticket_number, "
+    "c.operator_id, c.operator_name, c.after_hours"
+)
+
+
+@dataclass(frozen=True)
+class CallFilters:
+    """What the call log is narrowed to; None means "any"."""
+
+    started_from: str | None = None  # stored-timestamp text, inclusive
+    started_before: str | None = None  # stored-timestamp text, exclusive
+    line: str | None = None
+    outcome: str | None = None
+    operator_id: int | None = None
+    category: str | None = None
+    digits: str | None = None  # order number / ticket number (prefix) or caller's last digits
+    text: str | None = None  # words in the ticket's description (the caller's transcript)
+
+
+@dataclass(frozen=True)
+class TicketFilters:
+    """What the ticket list is narrowed to; None means "any"."""
+
+    status: str | None = None
+    category: str | None = None
+    operator_id: int | None = None
+    after_hours: bool | None = None
+    digits: str | None = None  # ticket number / order number (prefix) or caller's last digits
+    text: str | None = None  # words in the description or the notes
+
+
+def like_escape(text: str) -> str:
+    """Make LIKE's wildcards in user text literal (used with ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass
+class Where:
+    """A WHERE clause built from fixed fragments, with its bound parameters."""
+
+    clauses: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def add(self, clause: str, *params: Any) -> None:
+        """AND one condition."""
+        self.clauses.append(clause)
+        self.params.extend(params)
+
+    def equals(self, column: str, value: Any) -> None:
+        """AND column = value, unless the value is None ("any")."""
+        if value is not None:
+            self.add(f"{column} = ?", value)
+
+    def digits(self, table: str, alias: str, prefixed: tuple[str, ...], caller: str, text: str):
+        """Rows where one of the `prefixed` columns starts with the digits or the caller's
+        number ends with them (4+ digits use the last-four index)."""
+        # [digits, digits + ':') holds every digit string starting with them (':' follows '9').
+        low, high = text, text + ":"
+        parts = [
+            f"SELECT rowid FROM {table} WHERE {column} >= ? AND {column} < ?"  # noqa: S608
+            for column in prefixed
+        ]
+        params: list[Any] = [value for _ in prefixed for value in (low, high)]
+        pattern = "%" + like_escape(text)
+        if len(text) >= 4:
+            parts.append(
+                f"SELECT rowid FROM {table} WHERE substr({caller}, -4) = ? "  # noqa: S608
+                f"AND {caller} LIKE ? ESCAPE '\\'"
+            )
+            params += [text[-4:], pattern]
+        else:
+            parts.append(f"SELECT rowid FROM {table} WHERE {caller} LIKE ? ESCAPE '\\'")  # noqa: S608
+            params.append(pattern)
+        self.add(f"{alias}.rowid IN ({' UNION '.join(parts)})", *params)
+
+    @property
+    def sql(self) -> str:
+        """The clause, or "" when nothing narrows the rows."""
+        return ("WHERE " + " AND ".join(self.clauses)) if self.clauses else ""
+
+
+def _call_where(filters: CallFilters) -> Where:
+    where = Where()
+    where.equals("c.line", filters.line)
+    where.equals("c.outcome", filters.outcome)
+    where.equals("c.operator_id", filters.operator_id)
+    where.equals("c.category", filters.category)
+    if filters.started_from:
+        where.add("c.started_at >= ?", filters.started_from)
+    if filters.started_before:
+        where.add("c.started_at < ?", filters.started_before)
+    if filters.digits:
+        where.digits("calls", "c", ("order_number", "ticket_number"), "from_number", filters.digits)
+    if filters.text:
+        where.add(
+            "c.call_sid IN (SELECT call_sid FROM tickets WHERE description LIKE ? ESCAPE '\\')",
+            "%" + like_escape(filters.text) + "%",
+        )
+    return where
+
+
+def _ticket_where(filters: TicketFilters) -> Where:
+    where = Where()
+    where.equals("t.status", filters.status)
+    where.equals("t.category", filters.category)
+    where.equals("t.operator_id", filters.operator_id)
+    if filters.after_hours is not None:
+        where.add("t.after_hours = ?", int(filters.after_hours))
+    if filters.digits:
+        where.digits("tickets", "t", ("number", "order_number"), "caller_number", filters.digits)
+    if filters.text:
+        pattern = "%" + like_escape(filters.text) + "%"
+        where.add(
+            "(t.description LIKE ? ESCAPE '\\' OR t.number IN "
+            "(SELECT ticket_number FROM ticket_notes WHERE body LIKE ? ESCAPE '\\'))",
+            pattern,
+            pattern,
+        )
+    return where
+
+
+# (FROM clause, columns, where builder, ORDER BY) of each list.
+_LISTS = {
+    CallFilters: ("calls c", CALL_LOG_COLUMNS, _call_where, "c.started_at DESC, c.rowid DESC"),
+    TicketFilters: ("tickets t", "t.*", _ticket_where, "t.created_at DESC, t.rowid DESC"),
+}
+
+
+def search(
+    db: Database, filters: CallFilters | TicketFilters, limit: int = 50, offset: int = 0
+) -> list[dict[str, Any]]:
+    """One page of calls or tickets (by the filters' type), newest first."""
+    return list(_select(db, filters, limit, offset))
+
+
+def iterate(db: Database, filters: CallFilters | TicketFilters, limit: int) -> Iterator[dict]:
+    """Every matching row, newest first, one at a time (for the CSV export)."""
+    return _select(db, filters, limit, 0)
+
+
+def _select(db, filters, limit: int, offset: int) -> Iterator[dict[str, Any]]:
+    source, columns, build, order = _LISTS[type(filters)]
+    where = build(filters)
+    cursor = db.conn.execute(
+        f"SELECT {columns} FROM {source} {where.sql} "  # noqa: S608 - fixed fragments
+        f"ORDER BY {order} LIMIT ? OFFSET ?",
+        [*where.params, limit, offset],
+    )
+    for found in cursor:
+        yield dict(found)
+
+
+def count(db: Database, filters: CallFilters | TicketFilters) -> int:
+    """How many calls or tickets match the filters."""
+    source, _, build, _ = _LISTS[type(filters)]
+    where = build(filters)
+    return db.execute(
+        f"SELECT count(*) FROM {source} {where.sql}",  # noqa: S608 - fixed fragments
+        where.params,
+    ).fetchone()[0]
+
+
+def live_calls(db: Database, active_since: str, limit: int = 200) -> list[dict[str, Any]]:
+    """Calls not yet ended that heard from Twilio since `active_since`, newest first."""
+    cursor = db.execute(
+        f"SELECT {CALL_LOG_COLUMNS}, c.updated_at FROM calls c "  # noqa: S608
+        "WHERE c.ended_at IS NULL AND c.updated_at >= ? "
+        "ORDER BY c.started_at DESC LIMIT ?",
+        [active_since, limit],
+    )
+    return [dict(found) for found in cursor]

@@ -1,0 +1,104 @@
+"""The app factory (flaskr's shape): settings, services, blueprints; /healthz, /metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+from ivr import db as database
+from ivr.calls import CallDesk
+from ivr.config import Settings, default_prompts_dir, load_settings
+from ivr.db import operators as roster_store
+from ivr.db import reports
+from ivr.hours import Clock
+from ivr.logs import configure_logging
+from ivr.metrics import Metrics
+from ivr.prompts import load_prompts
+from ivr.speech.service import build_speech_service
+from ivr.web import context
+from ivr.web.auth import configure_sessions
+from ivr.web.console import bp as console_blueprint
+from ivr.web.context import get_db
+from ivr.web.voice import bp as voice_blueprint
+
+log = logging.getLogger("ivr.app")
+
+ops = Blueprint("ops", __name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = None) -> Flask:
+    """Build the app: settings, database, prompts, clock, speech, blueprints.
+
+    `config` overrides settings by field name (tests); `speech_engine` replaces the Vosk
+    engine the settings would build (tests script it).
+    """
+    configure_logging()
+    settings: Settings = load_settings().with_overrides(dict(config or {}))
+    app = Flask(__name__.split(".")[0])
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    configure_sessions(app, settings)  # secret key (IVR_SECRET_KEY or instance/secret-key)
+    prompts_dir = Path(settings.prompts_dir) if settings.prompts_dir else default_prompts_dir()
+    speech = build_speech_service(settings, speech_engine)
+    app.extensions["ivr.settings"] = settings
+    app.extensions["ivr.speech"] = speech
+    app.extensions["ivr.metrics"] = Metrics()
+    app.extensions["ivr.desk"] = CallDesk(
+        settings=settings,
+        clock=Clock(fixed=settings.now),
+        prompts=load_prompts(prompts_dir),
+        speech_languages=speech.languages,
+    )
+    init_db(app, settings)
+    if not settings.auth_token:
+        log.error(
+            "IVR_TWILIO_AUTH_TOKEN is not set: every webhook will be refused with 403 "
+            "(unsigned requests are never accepted)"
+        )
+
+    app.register_blueprint(ops)
+    app.register_blueprint(voice_blueprint)
+    app.register_blueprint(console_blueprint)
+    return app
+
+
+def init_db(app: Flask, settings: Settings) -> None:
+    """Migrate the database, warn about an empty roster, and manage per-thread connections."""
+    with database.connect(settings.db_path, settings.busy_timeout_ms) as db:
+        database.migrate(db)
+        if not roster_store.list_operators(db, active_only=True):
+            log.warning(
+                "the operator roster is empty: callers get tickets but no operator name; "
+                "add operators with `ivr operators add`"
+            )
+    context.init_app(app)
+
+
+@ops.get("/metrics")
+def metrics():
+    """Prometheus' text format: calls by outcome, recognitions, webhook latency."""
+    db = get_db()
+    text = current_app.extensions["ivr.metrics"].render(
+        reports.all_outcomes(db), reports.all_recognitions(db)
+    )
+    return text, 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+
+
+@ops.get("/healthz")
+def healthz():
+    """Database reachable (with its schema version) and the speech engine's state."""
+    try:
+        version = database.schema_version(get_db())
+        healthy = True
+    except Exception:  # noqa: BLE001 - health reports the failure instead of raising
+        log.exception("health check: database unreachable")
+        version, healthy = None, False
+    body = {
+        "status": "ok" if healthy else "error",
+        "database": {"schema_version": version},
+        "speech": current_app.extensions["ivr.speech"].health(),
+    }
+    return jsonify(body), 200 if healthy else 503

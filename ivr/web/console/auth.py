@@ -1,0 +1,101 @@
+"""Signing in and out, and the console's language."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from flask import g, redirect, render_template, request, session, url_for
+
+from ivr import accounts
+from ivr import db as database
+from ivr.db import audit as audit_store
+from ivr.db import operators as roster_store
+from ivr.vocabulary import AuditAction
+from ivr.web.console.base import audited, bp, safe_next, wall_now
+from ivr.web.console.formatting import t
+from ivr.web.context import get_db
+from ivr.web.i18n import LANGUAGES
+
+log = logging.getLogger("ivr.console")
+
+
+def _throttled(login: str, remote_addr: str | None, now: datetime) -> int:
+    """Minutes until this login (or address) may try again; 0 when it may now."""
+    db = get_db()
+    since = now - accounts.THROTTLE_WINDOW
+    checks = [(*audit_store.login_failures(db, login, since), accounts.MAX_FAILURES_PER_LOGIN)]
+    if remote_addr:
+        checks.append(
+            (
+                *audit_store.address_failures(db, remote_addr, since),
+                accounts.MAX_FAILURES_PER_ADDRESS,
+            )
+        )
+    return accounts.throttle_minutes(checks, now)
+
+
+def _login_page(next_url: str, login: str, error: str, status: int):
+    page = render_template("console/login.html", next_url=next_url, login=login, error=error)
+    return page, status
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """The sign-in form; a good login starts a fresh session."""
+    next_url = safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if g.operator is not None:
+            return redirect(next_url)
+        return render_template("console/login.html", next_url=next_url, login="")
+    login_name = request.form.get("login", "").strip().lower()[:100]
+    password = request.form.get("password", "")[: accounts.MAX_PASSWORD_LENGTH + 1]
+    now, remote_addr = wall_now(), request.remote_addr
+    wait_minutes = _throttled(login_name, remote_addr, now)
+    if wait_minutes:
+        log.warning(
+            "sign-in throttled",
+            extra={"login": login_name, "remote_addr": remote_addr, "minutes": wait_minutes},
+        )
+        return _login_page(next_url, login_name, t("too_many_attempts", minutes=wait_minutes), 429)
+    operator = roster_store.operator_by_login(get_db(), login_name) if login_name else None
+    ok = accounts.verify_password(operator["password_hash"] if operator else None, password)
+    ok = ok and bool(operator and operator["active"])
+    if not ok:
+        db = get_db()
+        with database.write_transaction(db):
+            audit_store.record_login_attempt(db, login_name, remote_addr, now, ok=False)
+        log.info("sign-in failed", extra={"login": login_name, "remote_addr": remote_addr})
+        return _login_page(next_url, login_name, t("wrong_credentials"), 401)
+    detail = {"remote_addr": remote_addr}
+    with audited(AuditAction.SIGN_IN, login_name, detail, operator_id=operator["id"]) as change:
+        audit_store.record_login_attempt(change.db, login_name, remote_addr, change.now, ok=True)
+    language = session.get("lang")
+    session.clear()  # a new session on sign-in: no fixation, a new CSRF token
+    session.permanent = True
+    session["operator_id"] = operator["id"]
+    session["auth"] = accounts.password_fingerprint(operator["password_hash"])
+    if language:
+        session["lang"] = language
+    return redirect(next_url)
+
+
+@bp.post("/logout")
+def logout():
+    """Sign out (a POST with the CSRF token, so no other site can sign anyone out)."""
+    with audited(AuditAction.SIGN_OUT, g.operator["login"]):
+        pass
+    language = session.get("lang")
+    session.clear()
+    if language:
+        session["lang"] = language
+    return redirect(url_for("console.login"))
+
+
+@bp.post("/language")
+def set_language():
+    """Switch the console between Russian and English (kept in the session)."""
+    choice = request.form.get("lang")
+    if choice in LANGUAGES:
+        session["lang"] = choice
+    return redirect(safe_next(request.form.get("next")))

@@ -1,0 +1,304 @@
+"""What every console page shares: the blueprint, access control, request arguments, audit.
+
+Every page needs a signed-in operator; the roster and the audit trail need an admin. Every
+form that changes something carries the session's CSRF token. `audited` makes a change and
+its audit row in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from functools import wraps
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from ivr import accounts
+from ivr import db as database
+from ivr.config import CATEGORIES
+from ivr.db import audit as audit_store
+from ivr.db import operators as roster_store
+from ivr.hours import MOSCOW
+from ivr.logs import mask_phone
+from ivr.vocabulary import Line, Outcome, Role, TicketStatus, values
+from ivr.web import auth
+from ivr.web.console.formatting import (
+    event_lines,
+    format_confidence,
+    format_duration,
+    format_moscow,
+    label,
+    t,
+)
+from ivr.web.context import desk, get_db
+from ivr.web.i18n import normalise_language
+
+log = logging.getLogger("ivr.console")
+
+bp = Blueprint("console", __name__.rsplit(".", 1)[0], url_prefix="/console")
+
+PAGE_SIZE = 50
+MAX_PAGE = 100_000
+MAX_SEARCH_LENGTH = 100
+LINES = values(Line)
+OUTCOMES = values(Outcome)
+TICKET_STATUSES = values(TicketStatus)
+PUBLIC_ENDPOINTS = ("console.login", "console.set_language")
+NUMERIC_SEARCH = re.compile(r"^[\d\s()+.\-]+$")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "media-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+# Clocks and the audit trail --------------------------------------------------------------
+
+
+def service_now() -> datetime:
+    """The service's "now" (IVR_NOW in demos and tests): what "today" and "live" mean."""
+    return desk().clock.now()
+
+
+def wall_now() -> datetime:
+    """The real time, for security records (sign-ins, audit, notes, status changes)."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Change:
+    """A change under way: its connection, its instant, the audit row's target and detail."""
+
+    db: database.Database
+    now: datetime
+    target: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def audited(
+    action: str,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+    operator_id: int | None = None,
+) -> Iterator[Change]:
+    """Make a change and its audit row in one write transaction (both or neither).
+
+    The row names the signed-in operator unless `operator_id` says who (a sign-in).
+    """
+    db = get_db()
+    change = Change(db, wall_now(), target, dict(detail or {}))
+    if operator_id is None and g.get("operator"):
+        operator_id = g.operator["id"]
+    with database.write_transaction(db):
+        yield change
+        audit_store.add_audit(db, change.now, operator_id, action, change.target, change.detail)
+
+
+# Request arguments -----------------------------------------------------------------------
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path inside the console may be the place to go back to (no open redirect)."""
+    if (
+        target
+        and target.startswith("/console")
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(32 < ord(char) < 127 for char in target)
+    ):
+        return target
+    return url_for("console.dashboard")
+
+
+def page_arg() -> int:
+    """The page asked for (1 when absent or unusable)."""
+    text = request.args.get("page", "1")
+    return min(int(text), MAX_PAGE) if text.isdigit() and int(text) > 0 else 1
+
+
+def pager(page: int, total: int) -> dict[str, Any]:
+    """Where a page is among the pages of a list."""
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    return {
+        "page": page,
+        "pages": pages,
+        "total": total,
+        "has_prev": page > 1,
+        "has_next": page < pages,
+    }
+
+
+def filter_args(names: tuple[str, ...]) -> dict[str, str]:
+    """The filter arguments in use, to rebuild links (pages, CSV) with the same filters."""
+    return {name: request.args[name] for name in names if request.args.get(name)}
+
+
+def moscow_day_start(day: date) -> datetime:
+    """Midnight of a Moscow day."""
+    return datetime.combine(day, time(0), tzinfo=MOSCOW)
+
+
+def day_arg(name: str) -> date | None:
+    """A YYYY-MM-DD argument, or None."""
+    text = request.args.get(name)
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def search_arg() -> tuple[str | None, str | None]:
+    """The search box's text -> (digits, words): '420-731-5890' is digits, anything else words."""
+    text = request.args.get("q", "").strip()[:MAX_SEARCH_LENGTH]
+    if not text:
+        return None, None
+    if NUMERIC_SEARCH.match(text):
+        digits = re.sub(r"\D", "", text)
+        return (digits or None), None
+    return None, text
+
+
+def int_arg(name: str) -> int | None:
+    """A whole-number argument, or None."""
+    text = request.args.get(name, "")
+    return int(text) if text.isdigit() and len(text) < 10 else None
+
+
+def choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
+    """An argument that must be one of `choices`, or None."""
+    value = request.args.get(name)
+    return value if value in choices else None
+
+
+def operator_arg() -> int | None:
+    """The operator filter: "mine" means the signed-in operator."""
+    return g.operator["id"] if request.args.get("mine") else int_arg("operator")
+
+
+# Access control --------------------------------------------------------------------------
+
+
+def _signed_in_operator() -> dict[str, Any] | None:
+    """The operator of this session, if it is still valid (active, same password)."""
+    operator_id = session.get("operator_id")
+    if not isinstance(operator_id, int):
+        return None
+    operator = roster_store.get_operator(get_db(), operator_id)
+    if (
+        operator is None
+        or not operator["active"]
+        or not operator["password_hash"]
+        or session.get("auth") != accounts.password_fingerprint(operator["password_hash"])
+    ):
+        session.pop("operator_id", None)
+        session.pop("auth", None)
+        return None
+    return operator
+
+
+@bp.before_request
+def _guard():
+    g.lang = normalise_language(session.get("lang"))
+    g.operator = _signed_in_operator()
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        submitted = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
+        if not auth.csrf_valid(submitted):
+            log.warning(
+                "console request refused: missing or wrong CSRF token",
+                extra={"path": request.path, "remote_addr": request.remote_addr},
+            )
+            return render_template("console/error.html", message=t("csrf_failed")), 400
+    if g.operator is None and request.endpoint not in PUBLIC_ENDPOINTS:
+        if request.endpoint == "console.live_json":
+            return jsonify({"error": "sign in"}), 401
+        return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+    return None
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def admin_required(view: Callable) -> Callable:
+    """Only admins (supervisors) may use this view."""
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if g.operator["role"] != Role.ADMIN:
+            return render_template("console/error.html", message=t("forbidden")), 403
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+@bp.errorhandler(404)
+def _not_found(_error):
+    return render_template("console/error.html", message=t("not_found")), 404
+
+
+# Templates -------------------------------------------------------------------------------
+
+
+@bp.app_template_filter("msk")
+def _msk_filter(value: str | None, style: str = "datetime") -> str:
+    return format_moscow(value, style)
+
+
+@bp.app_template_filter("duration")
+def _duration_filter(value: float | int | None) -> str:
+    return format_duration(value)
+
+
+@bp.app_template_filter("masked")
+def _masked_filter(value: str | None) -> str:
+    return mask_phone(value) or "—"
+
+
+@bp.app_template_filter("confidence")
+def _confidence_filter(value: float | None) -> str:
+    return format_confidence(value)
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, Any]:
+    if request.blueprint != "console":
+        return {}
+    return {
+        "t": t,
+        "label": label,
+        "lang": g.get("lang", "ru"),
+        "me": g.get("operator"),
+        "is_admin": bool(g.get("operator") and g.operator["role"] == Role.ADMIN),
+        "csrf_token": auth.csrf_token,
+        "event_lines": event_lines,
+        "CATEGORIES": CATEGORIES,
+        "LINES": LINES,
+        "OUTCOMES": OUTCOMES,
+        "TICKET_STATUSES": TICKET_STATUSES,
+    }
