@@ -124,15 +124,6 @@ class CallDesk:
         }
         context = CallContext(self, db, row, now, new=known is None)
         context.event(EventKind.CALL_STARTED, {"line": line, "to": to_number, "open": open_now})
-        log.info(
-            "call started",
-            extra={
-                "call_sid": call_sid,
-                "line": line,
-                "from_number": from_number,
-                "open": open_now,
-            },
-        )
         return context.advance(flow.CallStarted(line, open_now, self.speech_languages()))
 
     def continue_call(

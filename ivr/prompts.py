@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from dataclasses import dataclass
 from datetime import date
@@ -52,6 +54,10 @@ class Prompts:
         self.texts: dict[str, str] = data["prompts"]
         self.status_labels: dict[str, str] = data["status"]
         self.units: dict[str, Any] = data["units"]
+        # Tells two catalogues apart by content (what rendered TwiML is memoised under).
+        self.fingerprint = hashlib.sha256(
+            json.dumps([language, data], sort_keys=True, ensure_ascii=False).encode()
+        ).hexdigest()
 
     def text(self, key: str, params: dict[str, Any] | None = None) -> str:
         """The text of prompt `key` with its fields filled in."""

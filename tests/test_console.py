@@ -1025,7 +1025,9 @@ def test_init_db_demo_writes_private_credentials_and_stores_only_hashes(run, db_
     accounts_file = tmp_path / "demo-accounts.txt"
     assert stat.S_IMODE(accounts_file.stat().st_mode) == 0o600
     lines = [
-        line.split("\t") for line in accounts_file.read_text().splitlines() if not line.startswith("#")
+        line.split("\t")
+        for line in accounts_file.read_text().splitlines()
+        if not line.startswith("#")
     ]
     passwords = {login: password for login, password, _role in lines}
     assert set(passwords) == {"ivanova", "petrov", "smirnova"}

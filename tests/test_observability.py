@@ -35,7 +35,9 @@ def test_logs_are_one_json_object_per_line_with_call_sid_and_masked_numbers(app)
         "order_number",
         "confirm_order",
     ]
-    started = next(entry for entry in lines if entry["message"] == "call started")
+    # One line per webhook: a new call's line also says where it came from (number masked).
+    started = handled[0]
+    assert started["kind"] == "voice" and started["open"] is True
     assert started["from_number"] == "***4567" and started["line"] == "domestic"
     assert CALLER not in stream.getvalue() and CALLER[1:] not in stream.getvalue()
 

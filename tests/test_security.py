@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import AUTH_TOKEN, CALLER, DOMESTIC
+from conftest import AUTH_TOKEN, CALLER, DOMESTIC, OPEN_NOW
 from test_speech_flow import RewrittenMedia, ScriptedEngine
 
 from ivr import db as database
@@ -31,6 +31,7 @@ from ivr.db import speech as speech_store
 from ivr.db import tickets as ticket_store
 from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, FlaskTransport, HttpTransport, new_sid, sign
+from ivr.hours import parse_instant
 from ivr.logs import JsonFormatter
 
 AUDIO = Path(__file__).parent / "fixtures" / "audio"
@@ -188,9 +189,12 @@ def raw_post(port: int, path: str, params: dict, headers: dict[str, str]) -> tup
 
 @pytest.fixture
 def proxied(tmp_path):
-    """The app on waitress, configured as if behind a TLS-terminating proxy."""
+    """The app on waitress, configured as if behind a TLS-terminating proxy (open hours)."""
     with LocalServer(
-        db_path=str(tmp_path / "ivr.sqlite3"), auth_token=AUTH_TOKEN, public_url=PUBLIC_URL
+        db_path=str(tmp_path / "ivr.sqlite3"),
+        auth_token=AUTH_TOKEN,
+        public_url=PUBLIC_URL,
+        now=parse_instant(OPEN_NOW),
     ) as server:
         yield server
 

@@ -294,7 +294,9 @@ def test_hung_worker_times_out(lone_engine: SpeechEngine, korean_digits: bytes) 
 def test_busy_when_no_worker_frees_up(lone_engine: SpeechEngine, korean_digits: bytes) -> None:
     slow = threading.Thread(target=lone_engine._hang_for_test, args=(3.0, 30.0))
     slow.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while lone_engine.health()["workers"]["idle"] and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the hanging job holds the only worker (slow machines too)
     result = lone_engine.recognise(korean_digits, "ko", KOREAN_DIGITS, timeout=0.5)
     slow.join()
     assert not result.ok and result.reason == "busy"

@@ -229,6 +229,7 @@ def _handle(kind: str, call_sid: str, seq: int | str, work: Callable[[Any], str]
             "kind": kind,
             "seq": seq,
             "step": g.get("call_step"),
+            **g.get("log_extra", {}),
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "idempotency_token": request.headers.get("I-Twilio-Idempotency-Token", ""),
         },
@@ -262,15 +263,19 @@ def incoming_call() -> Response:
     simulated_now = _simulated_now()
 
     def work(db) -> str:
+        from_number = _field("From")
         answer = desk().start_call(
             db,
             call_sid,
             to_number=_field("To"),
-            from_number=_field("From"),
+            from_number=from_number,
             account_sid=_field("AccountSid"),
             status=_field("CallStatus"),
             simulated_now=simulated_now,
         )
+        # One log line per webhook: a new call's says where it came from (number masked).
+        g.log_extra = {"line": answer.state.line, "from_number": from_number}
+        g.log_extra["open"] = answer.state.is_open
         return _render(answer)
 
     return _handle("voice", call_sid, 0, work)
