@@ -1,373 +1,47 @@
-"""The call flow as a pure state machine: (call state, event) -> (next state, reply).
-
-No Flask, Twilio, SQL or speech here. The web layer turns each webhook into an event,
-calls `advance`, performs any effect the flow asks for (create a ticket, look one up),
-feeds the effect's result back in as another event, and renders the final `Step`.
-
-Retry rule everywhere: a caller gets `MAX_TRIES` tries at a menu; after that the flow
-never drops them, it routes them on (to an operator with a ticket, or, after hours, to a
-callback ticket).
-"""
+"""The transitions: (state, event) -> (next state, turn or effect), one handler per step."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from typing import Any
 
+from ivr.flow.messages import (
+    CallStarted,
+    CreateTicket,
+    DialEnded,
+    Effect,
+    Event,
+    Keys,
+    LookupTicket,
+    NothingRecorded,
+    QueueEnded,
+    Record,
+    Recorded,
+    Reply,
+    Say,
+    SpeechResult,
+    TicketFound,
+    TicketReady,
+    Turn,
+    TwilioFallback,
+)
+from ivr.flow.state import (
+    CATEGORY_KEYS,
+    CONNECT_STEPS,
+    FINAL_STEP,
+    INPUT_STEPS,
+    MAX_POLLS,
+    MAX_REPEATS,
+    MAX_TRIES,
+    ORDER_NUMBER_LENGTH,
+    RECORD_STEPS,
+    WAIT_STEPS,
+    CallState,
+)
+from ivr.flow.turns import can_say_yes_no, present
 from ivr.tickets import is_valid_ticket_number
-from ivr.vocabulary import Category, Language, Line, Outcome, RecordingPurpose, Step, TicketStatus
-
-MAX_TRIES = 3
-ORDER_NUMBER_LENGTH = 10
-MAX_REPEATS = 3
-MAX_SPEECH_TRIES = 2  # after two failed spoken numbers the caller uses the keypad only
-MAX_POLLS = 10  # "one moment" waits of about a second for a recognition result
-
-CATEGORY_KEYS = {
-    "1": Category.DELIVERY,
-    "2": Category.RETURNS,
-    "3": Category.PAYMENT,
-    "4": Category.QUALITY,
-    "5": Category.OTHER,
-}
-
-# Steps at which the caller is expected to press keys (each is a <Gather>).
-INPUT_STEPS = (
-    Step.LANGUAGE,
-    Step.MAIN_MENU,
-    Step.CLOSED_MENU,
-    Step.ORDER_NUMBER,
-    Step.CONFIRM_ORDER,
-    Step.CATEGORY,
-    Step.TICKET_INFO,
-    Step.STATUS_TICKET,
-    Step.STATUS_VERIFY,
-    Step.STATUS_REPORT,
-)
-# Steps at which the caller may speak (each is a <Record>).
-RECORD_STEPS = (Step.ORDER_SPEECH, Step.CONFIRM_SPEECH, Step.DESCRIPTION)
-# Steps at which the IVR waits, polling, for a background recognition result.
-WAIT_STEPS = (Step.ORDER_WAIT, Step.CONFIRM_WAIT)
-# Steps after which the flow waits for Twilio to report how a <Dial>/<Enqueue> ended.
-CONNECT_STEPS = (Step.CONNECT, Step.QUEUE)
-FINAL_STEP = Step.ENDED
-
-
-@dataclass(frozen=True)
-class CallState:
-    """Everything the flow remembers about one call between webhooks."""
-
-    line: str = Line.DOMESTIC
-    language: str = Language.RU
-    is_open: bool = True
-    step: str = Step.START
-    failures: int = 0
-    order_failures: int = 0
-    order_number: str | None = None
-    candidate_order: str | None = None
-    category: str | None = None
-    ticket_number: str | None = None
-    operator_name: str | None = None
-    operator_endpoint: str | None = None
-    operator_busy: bool = False
-    queue: str | None = None
-    resolution_hours: int | None = None
-    callback_at: str | None = None
-    repeats: int = 0
-    status_ticket: str | None = None
-    status_info: dict[str, Any] | None = None
-    outcome: str | None = None
-    speech_languages: tuple[str, ...] = ()
-    speech_failures: int = 0
-    candidate_source: str | None = None
-    recording: str | None = None
-    polls: int = 0
-    description_recording: str | None = None
-    confirm_listened: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy (shallow: every field is a plain value, a tuple or a flat dict).
-
-        Written on every webhook; dataclasses.asdict's deep copy was a tenth of a new
-        call's cost (tests/bench/bench_webhook_cost.py).
-        """
-        return {name: getattr(self, name) for name in _STATE_FIELDS}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CallState:
-        """Rebuild a state saved by `to_dict`, ignoring fields this version doesn't know."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if "speech_languages" in values:
-            values["speech_languages"] = tuple(values["speech_languages"])
-        return cls(**values)
-
-    @property
-    def speech_allowed(self) -> bool:
-        """Whether the caller may say the order number now."""
-        return self.language in self.speech_languages and self.speech_failures < MAX_SPEECH_TRIES
-
-
-_STATE_FIELDS = tuple(f.name for f in fields(CallState))
-
-
-# Events --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CallStarted:
-    """Twilio answered a call on this line; `is_open` is decided once, at the start."""
-
-    line: str
-    is_open: bool
-    speech_languages: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Keys:
-    """What the caller typed at a <Gather>; "" means nothing (time-out)."""
-
-    digits: str
-
-
-@dataclass(frozen=True)
-class TicketReady:
-    """A ticket was created (or already existed) for this call."""
-
-    number: str
-    operator_name: str | None
-    operator_endpoint: str | None
-    operator_busy: bool
-    queue: str
-    resolution_hours: int
-    callback_at: str | None = None
-
-
-@dataclass(frozen=True)
-class TicketFound:
-    """Result of looking up a ticket for the status menu."""
-
-    number: str
-    found: bool
-    caller_matches: bool = False
-    order_number: str | None = None
-    status: str | None = None
-    operator_name: str | None = None
-    due_date: str | None = None
-
-
-@dataclass(frozen=True)
-class DialEnded:
-    """Twilio reports how the <Dial> to the operator ended (DialCallStatus)."""
-
-    status: str
-
-
-@dataclass(frozen=True)
-class QueueEnded:
-    """Twilio reports how the caller left the queue (QueueResult)."""
-
-    result: str
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """Twilio recorded the caller (the <Record> action, with a recording)."""
-
-    recording_sid: str
-
-
-@dataclass(frozen=True)
-class NothingRecorded:
-    """The <Record> got no audio (silence, or '#' at once): Twilio went on to the next verb."""
-
-
-@dataclass(frozen=True)
-class SpeechResult:
-    """A poll for the background recognition of the pending recording."""
-
-    ready: bool
-    ok: bool = False
-    digits: str = ""
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class TwilioFallback:
-    """Twilio could not get usable TwiML for this call and called the fallback URL."""
-
-
-Event = (
-    CallStarted
-    | Keys
-    | TicketReady
-    | TicketFound
-    | DialEnded
-    | QueueEnded
-    | TwilioFallback
-    | Recorded
-    | NothingRecorded
-    | SpeechResult
-)
-
-
-# Replies -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Say:
-    """One prompt to speak: a key into prompts/<lang>.toml and its parameters."""
-
-    key: str
-    params: dict[str, Any] = field(default_factory=dict)
-    language: str | None = None
-
-
-@dataclass(frozen=True)
-class Gather:
-    """Collect keypad digits; `say` is spoken inside the gather so callers can barge in."""
-
-    num_digits: int | None = None
-    finish_on_key: str = "#"
-    timeout: int = 6
-
-
-@dataclass(frozen=True)
-class Record:
-    """Record the caller after a beep; `purpose` says what the recording is for."""
-
-    purpose: str
-    max_length: int
-    timeout: int
-    finish_on_key: str = "#"
-
-
-@dataclass(frozen=True)
-class Turn:
-    """What the caller hears next and how the call goes on (one turn of the IVR)."""
-
-    name: str
-    say: tuple[Say, ...] = ()
-    gather: Gather | None = None
-    end: str = "wait"  # "wait" (gather/record pending), "poll", "hangup", "dial", "enqueue"
-    target: str | None = None
-    record: Record | None = None
-
-
-@dataclass(frozen=True)
-class CreateTicket:
-    """Effect: create this call's ticket (at most one per call) and assign an operator."""
-
-    order_number: str | None
-    category: str
-    after_hours: bool
-    related_ticket: str | None = None
-    description_recording: str | None = None
-    before: tuple[Say, ...] = ()
-
-
-@dataclass(frozen=True)
-class LookupTicket:
-    """Effect: look up a ticket for the status menu."""
-
-    number: str
-    before: tuple[Say, ...] = ()
-
-
-Effect = CreateTicket | LookupTicket
-Reply = Turn | Effect
-
-
-# Presenting steps ----------------------------------------------------------------------
-
-
-def _spoken_order(number: str) -> dict[str, Any]:
-    return {"digits": number}
-
-
-def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Turn:
-    """The Turn for `step` in this state, with `before` said first."""
-    if step == Step.LANGUAGE:
-        return Turn(
-            step,
-            (
-                Say("language_menu", language=Language.RU),
-                Say("language_menu", language=Language.EN),
-            ),
-            Gather(num_digits=1, timeout=5),
-        )
-    if step == Step.MAIN_MENU:
-        return Turn(step, (*before, Say("main_menu")), Gather(num_digits=1))
-    if step == Step.CLOSED_MENU:
-        return Turn(step, (*before, Say("closed_menu")), Gather(num_digits=1))
-    if step == Step.ORDER_NUMBER:
-        prompt = "order_prompt_speech" if state.speech_allowed else "order_prompt"
-        return Turn(
-            step,
-            (*before, Say(prompt)),
-            Gather(num_digits=ORDER_NUMBER_LENGTH, timeout=6 if state.speech_allowed else 8),
-        )
-    if step == Step.ORDER_SPEECH:
-        return Turn(
-            step, before, record=Record(RecordingPurpose.ORDER_NUMBER, max_length=20, timeout=3)
-        )
-    if step == Step.CONFIRM_SPEECH:
-        return Turn(step, before, record=Record(RecordingPurpose.CONFIRM, max_length=4, timeout=2))
-    if step == Step.CONFIRM_WAIT:
-        return Turn(step, before, end="poll")
-    if step == Step.ORDER_WAIT:
-        return Turn(step, (*before, Say("one_moment")) if state.polls == 0 else before, end="poll")
-    if step == Step.DESCRIPTION:
-        return Turn(
-            step,
-            (*before, Say("description_prompt")),
-            record=Record(RecordingPurpose.DESCRIPTION, max_length=60, timeout=5),
-        )
-    if step == Step.CONFIRM_ORDER:
-        key = "order_heard" if state.candidate_source == "speech" else "order_readback"
-        readback = Say(key, _spoken_order(state.candidate_order or ""))
-        menu = "confirm_menu_speech" if _can_say_yes_no(state) else "confirm_menu"
-        return Turn(step, (*before, readback, Say(menu)), Gather(num_digits=1, timeout=4))
-    if step == Step.CATEGORY:
-        return Turn(step, (*before, Say("category_menu")), Gather(num_digits=1))
-    if step == Step.TICKET_INFO:
-        return Turn(step, (*before, *_ticket_announcement(state)), Gather(num_digits=1, timeout=4))
-    if step == Step.STATUS_TICKET:
-        return Turn(step, (*before, Say("status_prompt")), Gather(timeout=10))
-    if step == Step.STATUS_VERIFY:
-        return Turn(
-            step,
-            (*before, Say("status_verify")),
-            Gather(num_digits=ORDER_NUMBER_LENGTH, timeout=8),
-        )
-    if step == Step.STATUS_REPORT:
-        info = state.status_info or {}
-        report = Say(
-            "status_report" if info.get("operator_name") else "status_report_unassigned",
-            {
-                "ticket": state.status_ticket or "",
-                "status": info.get("status") or TicketStatus.OPEN,
-                "operator": info.get("operator_name") or "",
-                "date": info.get("due_date") or "",
-            },
-        )
-        return Turn(step, (*before, report, Say("status_after")), Gather(num_digits=1))
-    raise ValueError(f"unknown step: {step}")
-
-
-def _ticket_announcement(state: CallState) -> tuple[Say, ...]:
-    says = [Say("ticket_created", {"ticket": state.ticket_number or ""})]
-    if state.operator_name:
-        says.append(Say("operator_assigned", {"operator": state.operator_name}))
-    else:
-        says.append(Say("operator_unassigned"))
-    if state.is_open:
-        says.append(Say("resolution_time", {"hours": state.resolution_hours or 0}))
-    else:
-        says.append(Say("callback_time", {"when": state.callback_at or ""}))
-    says.append(Say("repeat_offer"))
-    return tuple(says)
+from ivr.vocabulary import Category, Language, Line, Outcome, Step
 
 
 def _go(state: CallState, step: str, before: tuple[Say, ...] = (), **changes: Any) -> tuple:
@@ -546,11 +220,6 @@ def _on_order_number(state: CallState, digits: str) -> tuple:
     return _order_failed(state, reason)
 
 
-def _can_say_yes_no(state: CallState) -> bool:
-    """A caller may answer the read-back with "да"/"нет" once, where speech is available."""
-    return state.language in state.speech_languages and not state.confirm_listened
-
-
 def _on_recording(state: CallState, event: Recorded | NothingRecorded) -> tuple:
     if state.step == Step.CONFIRM_SPEECH:
         if isinstance(event, NothingRecorded):
@@ -619,7 +288,7 @@ def _order_failed(state: CallState, reason: str, extra: tuple[str, ...] = ()) ->
 
 
 def _on_confirm_order(state: CallState, digits: str) -> tuple:
-    if not digits and _can_say_yes_no(state):
+    if not digits and can_say_yes_no(state):
         # Nothing typed: listen once for a spoken "да" / "нет".
         return _go(state, Step.CONFIRM_SPEECH, confirm_listened=True, failures=state.failures)
     failed = _menu_key(state, digits, {"1": True, "2": False})
