@@ -412,22 +412,57 @@ def test_bad_sids_are_refused(
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_a_redirect_to_another_host_is_refused(
+def test_a_redirect_to_a_host_off_the_list_is_refused(
     media, scripted, make_fetcher, recordings_dir, call_sid, status
 ):
     url, recording = media.add(ACCOUNT_SID, AUDIO_DIR / "ru_yes.wav")
-    # Same machine, other host name and port: a different origin, though both are allowed.
+    # Same machine, other host name: "localhost" is not on this fetcher's list.
     elsewhere = url.replace("127.0.0.1", "localhost") + ".wav"
     redirector = scripted(answer_with(status, headers={"Location": elsewhere}))
-    fetcher = make_fetcher(host_of(redirector.base_url), "localhost")
+    fetcher = make_fetcher(host_of(redirector.base_url))
 
     result = fetcher.fetch(redirector.recording_url(recording.sid), call_sid, recording.sid)
 
     assert (result.ok, result.reason, result.attempts) == (False, "not_allowed", 1)
     assert "redirect" in result.detail
     assert len(redirector.requests) == 1
-    assert media.requests == []  # the credentials never went there
+    assert media.requests == []  # nothing was sent there
     assert files_under(recordings_dir) == []
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_redirect_to_an_allowed_host_is_followed_without_the_credentials(
+    scripted, make_fetcher, recordings_dir, call_sid, status
+):
+    # Twilio's media URL redirects to where the file is stored: followed when that host is
+    # allowed, but the account SID and auth token stay with the host they were meant for.
+    wav = (AUDIO_DIR / "ru_yes.wav").read_bytes()
+    storage = scripted(answer_with(200, wav, {"Content-Type": "audio/x-wav"}), host="localhost")
+    stored_at = storage.base_url.replace("127.0.0.1", "localhost") + "/stored/file.wav"
+    redirector = scripted(answer_with(status, headers={"Location": stored_at}))
+    fetcher = make_fetcher(host_of(redirector.base_url), host_of(stored_at).split("/")[0])
+    sid = new_sid("RE")
+
+    result = fetcher.fetch(redirector.recording_url(sid), call_sid, sid)
+
+    assert result.ok, result
+    assert redirector.requests[0][2] and redirector.requests[0][2].startswith("Basic ")
+    assert [authorization for _, _, authorization in storage.requests] == [None]
+
+
+def test_a_401_from_the_media_host_is_logged_loudly_once_per_call_and_counted(
+    media, make_fetcher, call_sid, caplog
+):
+    # No credentials configured (the account SID missing): Twilio's media host says 401.
+    url, recording = media.add(ACCOUNT_SID, AUDIO_DIR / "ru_yes.wav")
+    fetcher = make_fetcher(host_of(url).split("/")[0], account_sid="")
+    with caplog.at_level("ERROR", logger="ivr.recordings"):
+        first = fetcher.fetch(url, call_sid, recording.sid)
+        again = fetcher.fetch(url, call_sid, recording.sid)
+    assert (first.ok, first.detail, again.detail) == (False, "HTTP 401", "HTTP 401")
+    loud = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(loud) == 1 and "IVR_TWILIO_ACCOUNT_SID" in loud[0].getMessage()
+    assert fetcher.health() == {"media_auth_failures": 2, "last_media_auth_failure": "HTTP 401"}
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 
 from ivr import db as database
 from ivr.calls import CallDesk
-from ivr.config import Settings, default_prompts_dir, load_settings
+from ivr.config import ConfigError, Settings, default_prompts_dir, load_settings
 from ivr.db import operators as roster_store
 from ivr.db import reports
 from ivr.hours import Clock
@@ -38,6 +39,11 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
     """
     configure_logging()
     settings: Settings = load_settings().with_overrides(dict(config or {}))
+    if settings.vosk_models and not settings.account_sid:
+        raise ConfigError(
+            "IVR_TWILIO_ACCOUNT_SID is not set: speech needs it to download recordings "
+            "(Twilio's HTTP auth on media URLs takes the account SID and auth token)"
+        )
     app = Flask(__name__.split(".")[0])
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     configure_sessions(app, settings)  # secret key (IVR_SECRET_KEY or instance/secret-key)
@@ -62,7 +68,29 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
     app.register_blueprint(ops)
     app.register_blueprint(voice_blueprint)
     app.register_blueprint(console_blueprint)
+    prefix = urllib.parse.urlsplit(settings.public_url).path.rstrip("/")
+    if prefix:
+        app.wsgi_app = _PathPrefix(app.wsgi_app, prefix)  # type: ignore[method-assign]
     return app
+
+
+class _PathPrefix:
+    """Serve under IVR_PUBLIC_URL's path (e.g. /ivr) whether or not the proxy strips it.
+
+    A request for /ivr/twilio/voice runs as /twilio/voice with SCRIPT_NAME /ivr; one the
+    proxy already stripped (/twilio/voice) runs as it is. TwiML URLs carry the prefix
+    either way (ivr.web.voice), so Twilio resolves them to the public path.
+    """
+
+    def __init__(self, app: Any, prefix: str) -> None:
+        self.app, self.prefix = app, prefix
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
+            environ["PATH_INFO"] = path[len(self.prefix) :] or "/"
+        return self.app(environ, start_response)
 
 
 def init_db(app: Flask, settings: Settings) -> None:
