@@ -12,6 +12,7 @@ from pathlib import Path
 from flask import Flask, session
 
 from ivr.config import Settings
+from ivr.db.core import make_private_folder
 
 log = logging.getLogger("ivr.console")
 
@@ -33,7 +34,7 @@ def load_or_create_secret_key(folder: Path) -> str:
         return _read_key(path)
     except FileNotFoundError:
         pass
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_folder(folder)
     key = secrets.token_hex(32)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
