@@ -21,6 +21,7 @@ from ivr.accounts import (
 )
 from ivr.call_log import call_record
 from ivr.config import ConfigError, load_settings
+from ivr.db import audit as audit_store
 from ivr.db import calls as call_store
 from ivr.db import operators as roster_store
 from ivr.db import tickets as ticket_store
@@ -28,7 +29,7 @@ from ivr.demo import seed_demo_roster
 from ivr.logs import mask_phone
 from ivr.operators import parse_languages, parse_shift, validate_endpoint
 from ivr.tickets import is_valid_ticket_number
-from ivr.vocabulary import Line, Role, TicketStatus, values
+from ivr.vocabulary import AuditAction, Line, Role, TicketStatus, values
 
 TICKET_STATUSES = values(TicketStatus)
 
@@ -230,6 +231,23 @@ def operators_deactivate(operator: str) -> None:
     with database.write_transaction(db):
         roster_store.set_operator_active(db, row["id"], False)
     click.echo(f"deactivated operator {row['id']}: {row['full_name']}")
+
+
+@operators.command("unlock")
+@click.argument("login")
+def operators_unlock(login: str) -> None:
+    """Let LOGIN sign in again after too many failed attempts (they stay on record)."""
+    db = _open_db()
+    row = roster_store.operator_by_login(db, login.strip().lower())
+    if row is None:
+        raise click.ClickException(f"no operator with login {login!r}")
+    now = datetime.now(UTC)
+    with database.write_transaction(db):
+        cleared = audit_store.clear_login_failures(db, row["login"], now)
+        audit_store.add_audit(
+            db, now, None, AuditAction.SIGN_IN_UNLOCK, row["login"], {"cleared": cleared}
+        )
+    click.echo(f"cleared {cleared} failed sign-in attempt(s) of {row['login']}; they may sign in")
 
 
 # Calls and tickets -----------------------------------------------------------------------

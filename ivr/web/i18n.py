@@ -450,6 +450,8 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "operator_password": "смена пароля оператора",
             "operator_deactivate": "оператор отключён",
             "operator_activate": "оператор включён",
+            "sign_in_unlock": "вход разблокирован",
+            "calls_purge": "удаление звонков",
         },
         "purpose": {
             "order_number": "номер заказа",
@@ -536,6 +538,8 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "operator_password": "set an operator's password",
             "operator_deactivate": "deactivated an operator",
             "operator_activate": "activated an operator",
+            "sign_in_unlock": "unlocked sign-in",
+            "calls_purge": "deleted calls",
         },
         "purpose": {
             "order_number": "order number",
