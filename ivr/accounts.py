@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import secrets
@@ -61,11 +60,6 @@ def normalise_login(text: str) -> str:
     if not LOGIN_PATTERN.match(login):
         raise ValueError("a login has 2-40 characters: a-z, 0-9, dot, hyphen, underscore")
     return login
-
-
-def password_fingerprint(password_hash: str | None) -> str:
-    """A short digest of the stored hash: a session holds it, so a new password ends old ones."""
-    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
 
 
 def sign_in_wait(failures: dict[str, tuple[int, str | None]], now: datetime) -> int:

@@ -1,7 +1,9 @@
-"""Signing in: throttling that holds under parallel requests and cannot lock others out."""
+"""Signing in and out: throttling that holds under parallel requests and cannot lock others
+out; server-side sessions that end at sign-out, password change, deactivation and expiry."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import re
 import threading
@@ -23,6 +25,7 @@ from ivr import accounts, cli
 from ivr import db as database
 from ivr.db import operators as roster_store
 from ivr.devserver import LocalServer
+from ivr.hours import Clock
 
 STRANGER = "203.0.113.66"
 OFFICE = "198.51.100.10"
@@ -159,3 +162,123 @@ def test_failures_before_the_window_do_not_count(app, db):
     with database.write_transaction(db):
         db.execute("UPDATE login_attempts SET at = ?", [earlier])
     assert attempt(stranger, "petrov", OPERATOR_PASSWORD).status_code == 302
+
+
+# Server-side sessions ---------------------------------------------------------------------
+
+
+class MovableClock:
+    """The app's wall clock, moved by the test instead of by waiting."""
+
+    def __init__(self):
+        self.instant = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.instant
+
+    def advance(self, **delta) -> None:
+        self.instant += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(app):
+    moving = MovableClock()
+    app.extensions["ivr.wall_clock"] = Clock(source=moving)
+    return moving
+
+
+def signed_in(app, login="petrov", password=OPERATOR_PASSWORD):
+    client = client_from(app, OFFICE)
+    assert attempt(client, login, password).status_code == 302
+    return client
+
+
+def cookie_of(client) -> str:
+    return client.get_cookie("ivr_console", path="/console").value
+
+
+def with_cookie(app, value: str):
+    client = client_from(app, OFFICE)
+    client.set_cookie("ivr_console", value, path="/console")
+    return client
+
+
+def test_a_cookie_saved_before_sign_out_no_longer_works(app):
+    client = signed_in(app)
+    saved = cookie_of(client)
+    assert with_cookie(app, saved).get("/console/calls").status_code == 200
+    token = csrf_from(text(client.get("/console/")))
+    assert client.post("/console/logout", data={"csrf_token": token}).status_code == 302
+    assert with_cookie(app, saved).get("/console/calls").status_code == 302
+
+
+def test_a_session_ends_after_12_hours_however_much_it_is_used(app, clock):
+    client = signed_in(app)
+    saved = cookie_of(client)
+    for _ in range(23):  # a request every half hour for eleven and a half hours
+        clock.advance(minutes=30)
+        response = client.get("/console/calls")
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers  # use does not renew the cookie
+    clock.advance(minutes=31)
+    assert client.get("/console/calls").status_code == 302
+    assert with_cookie(app, saved).get("/console/calls").status_code == 302
+
+
+def test_an_idle_session_ends_after_the_configured_minutes(make_app):
+    app = make_app(operators=console_operators(), session_idle_minutes=20)
+    moving = MovableClock()
+    app.extensions["ivr.wall_clock"] = Clock(source=moving)
+    client = signed_in(app)
+    moving.advance(minutes=19)
+    assert client.get("/console/calls").status_code == 200
+    moving.advance(minutes=19)  # 38 minutes after sign-in, 19 after the last use
+    assert client.get("/console/calls").status_code == 200
+    moving.advance(minutes=21)
+    assert client.get("/console/calls").status_code == 302
+
+
+def test_deactivation_ends_the_operators_sessions(app, db):
+    operator = signed_in(app)
+    admin = signed_in(app, "ivanova", ADMIN_PASSWORD)
+    petrov = roster_store.operator_by_login(db, "petrov")
+    token = csrf_from(text(admin.get("/console/")))
+    admin.post(
+        f"/console/operators/{petrov['id']}/active", data={"active": "0", "csrf_token": token}
+    )
+    assert operator.get("/console/calls").status_code == 302
+    admin.post(
+        f"/console/operators/{petrov['id']}/active", data={"active": "1", "csrf_token": token}
+    )
+    assert operator.get("/console/calls").status_code == 302  # reactivation does not revive it
+
+
+def test_a_password_set_from_the_command_line_ends_the_sessions(app, db_path, monkeypatch):
+    operator = signed_in(app)
+    monkeypatch.setenv("IVR_DB", db_path)
+    result = CliRunner().invoke(
+        cli.main, ["operators", "set-password", "petrov", "--password-stdin"], input="another-1\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert operator.get("/console/calls").status_code == 302
+
+
+def test_an_admin_who_changes_their_own_password_stays_signed_in_elsewhere_not(app, db):
+    here, elsewhere = (
+        signed_in(app, "ivanova", ADMIN_PASSWORD),
+        signed_in(app, "ivanova", ADMIN_PASSWORD),
+    )
+    me = roster_store.operator_by_login(db, "ivanova")
+    token = csrf_from(text(here.get("/console/")))
+    form = {"password": "brand-new-pass", "password_repeat": "brand-new-pass", "csrf_token": token}
+    here.post(f"/console/operators/{me['id']}/password", data=form)
+    assert here.get("/console/calls").status_code == 200
+    assert elsewhere.get("/console/calls").status_code == 302
+
+
+def test_session_ids_are_stored_only_as_hashes(app, db):
+    client = signed_in(app)
+    serializer = app.session_interface.get_signing_serializer(app)
+    session_id = serializer.loads(cookie_of(client))["sid"]
+    [stored] = db.execute("SELECT id_hash FROM console_sessions").fetchall()
+    assert stored[0] == hashlib.sha256(session_id.encode()).hexdigest() != session_id

@@ -221,6 +221,16 @@ def v5_sessions_and_sign_in_unlock(db: Database) -> None:
     """
     _run(
         db,
+        """
+        CREATE TABLE console_sessions (
+            id_hash TEXT PRIMARY KEY,
+            operator_id INTEGER NOT NULL REFERENCES operators(id),
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX console_sessions_operator ON console_sessions(operator_id)",
         "ALTER TABLE login_attempts ADD COLUMN cleared_at TEXT",
     )
 

@@ -46,6 +46,9 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
     app.extensions["ivr.settings"] = settings
     app.extensions["ivr.speech"] = speech
     app.extensions["ivr.metrics"] = Metrics()
+    # The real time for security records and session lifetimes (IVR_NOW does not move it;
+    # tests replace its source to let hours pass).
+    app.extensions["ivr.wall_clock"] = Clock()
     app.extensions["ivr.desk"] = CallDesk(
         settings=settings,
         clock=Clock(fixed=settings.now),

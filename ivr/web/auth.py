@@ -1,4 +1,9 @@
-"""Console sessions: the session secret, cookie flags, CSRF (passwords: ivr.accounts)."""
+"""Console sessions: the session secret, cookie flags, CSRF (passwords: ivr.accounts).
+
+The signed cookie carries the language, the CSRF token and a session id; whether that id
+still names a live session is decided server-side (ivr.db.sessions), so a session can end
+before its cookie does.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from ivr.db.core import make_private_folder
 log = logging.getLogger("ivr.console")
 
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name
-SESSION_LIFETIME = timedelta(hours=12)  # one shift
+SESSION_LIFETIME = timedelta(hours=12)  # one shift; absolute: use does not extend it
 
 
 def instance_dir(settings: Settings) -> Path:
@@ -69,6 +74,8 @@ def configure_sessions(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.public_url.lower().startswith("https://"),
         PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        # A cookie is only sent again when the session changes, not renewed on every use.
+        SESSION_REFRESH_EACH_REQUEST=False,
     )
 
 

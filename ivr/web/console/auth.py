@@ -11,8 +11,9 @@ from ivr import accounts
 from ivr import db as database
 from ivr.db import audit as audit_store
 from ivr.db import operators as roster_store
+from ivr.db import sessions as session_store
 from ivr.vocabulary import AuditAction
-from ivr.web.console.base import audited, bp, safe_next, wall_now
+from ivr.web.console.base import audited, bp, safe_next, start_operator_session, wall_now
 from ivr.web.console.formatting import t
 from ivr.web.context import get_db
 from ivr.web.i18n import LANGUAGES
@@ -49,7 +50,7 @@ def _login_page(next_url: str, login: str, error: str, status: int):
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """The sign-in form; a good login starts a fresh session."""
+    """The sign-in form; a good login starts a fresh server-side session."""
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         if g.operator is not None:
@@ -74,21 +75,15 @@ def login():
     detail = {"remote_addr": remote_addr}
     with audited(AuditAction.SIGN_IN, login_name, detail, operator_id=operator["id"]) as change:
         audit_store.mark_login_succeeded(change.db, attempt_id)
-    language = session.get("lang")
-    session.clear()  # a new session on sign-in: no fixation, a new CSRF token
-    session.permanent = True
-    session["operator_id"] = operator["id"]
-    session["auth"] = accounts.password_fingerprint(operator["password_hash"])
-    if language:
-        session["lang"] = language
+        start_operator_session(change.db, operator["id"], change.now)
     return redirect(next_url)
 
 
 @bp.post("/logout")
 def logout():
-    """Sign out (a POST with the CSRF token, so no other site can sign anyone out)."""
-    with audited(AuditAction.SIGN_OUT, g.operator["login"]):
-        pass
+    """Sign out: the session ends server-side (a POST with the CSRF token)."""
+    with audited(AuditAction.SIGN_OUT, g.operator["login"]) as change:
+        session_store.end_session(change.db, session["sid"])
     language = session.get("lang")
     session.clear()
     if language:
