@@ -6,6 +6,7 @@ import json
 import logging
 import secrets
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from ivr.tickets import is_valid_ticket_number
 from ivr.vocabulary import AuditAction, Line, Role, TicketStatus, values
 
 TICKET_STATUSES = values(TicketStatus)
+# The emulated media host of `ivr call`; `make run` allows recordings from 127.0.0.1:this only.
+EMULATOR_MEDIA_PORT = 8081
 
 
 def _now() -> str:
@@ -462,6 +465,29 @@ def _format_load(summary: dict, concurrency: int) -> str:
     )
 
 
+def media_server(port: int):
+    """The emulator's media host on 127.0.0.1:port: the one host `make run` fetches from."""
+    from http.server import ThreadingHTTPServer
+
+    from ivr.emulator import MediaServer
+
+    media = MediaServer()
+    # MediaServer listens on a free port; move it to the agreed one (until it takes a port).
+    handler = media.server.RequestHandlerClass
+    media.close()
+    try:
+        media.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as error:
+        raise click.ClickException(
+            f"the media host cannot listen on 127.0.0.1:{port} ({error.strerror}); "
+            f"choose another with --media-port and IVR_RECORDING_HOSTS=127.0.0.1:PORT"
+        ) from None
+    media.server.daemon_threads = True
+    media.thread = threading.Thread(target=media.server.serve_forever, daemon=True)
+    media.thread.start()
+    return media
+
+
 @main.command()
 @click.option("--base-url", default=None, help="A running server; default: start the app here.")
 @click.option("--token", default=None, help="Auth token to sign with.")
@@ -476,10 +502,18 @@ def _format_load(summary: dict, concurrency: int) -> str:
     "--from", "from_", default="+79161234567", show_default=True, help="The caller's number."
 )
 @click.option("--at", default=None, help="Place the call at this instant (ISO-8601 with offset).")
-def call(base_url, token, line, from_, at):
+@click.option(
+    "--media-port",
+    default=EMULATOR_MEDIA_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    envvar="IVR_MEDIA_PORT",
+    help="Port of the emulated media host on 127.0.0.1 (`make run` fetches recordings there).",
+)
+def call(base_url, token, line, from_, at, media_port):
     """Call the IVR from the terminal: read what it says, type keys or a WAV path."""
     from ivr.devserver import LocalServer
-    from ivr.emulator import EmulatedCall, HttpTransport, MediaServer
+    from ivr.emulator import EmulatedCall, HttpTransport
     from ivr.hours import parse_instant
     from ivr.scenarios import LINES, heard_ticket
 
@@ -495,7 +529,7 @@ def call(base_url, token, line, from_, at):
         click.echo(f"(started the IVR on {base_url} with the demo roster)")
     else:
         token = _auth_token(token)
-    media = MediaServer()
+    media = media_server(media_port)
     emulated = EmulatedCall(
         HttpTransport(), base_url, token, to=LINES[line], from_=from_, at=at, media=media
     )
