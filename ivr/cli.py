@@ -258,7 +258,7 @@ def operators_unlock(login: str) -> None:
 
 @main.group()
 def calls() -> None:
-    """Look at the call log."""
+    """Look at the call log; delete from it (personal data, 152-FZ)."""
 
 
 @calls.command("list")
@@ -277,6 +277,41 @@ def calls_list(as_json: bool, limit: int) -> None:
             f"order {record['order_number'] or '-':<10} ticket {record['ticket_number'] or '-':<9} "
             f"{record['operator_name'] or ''}"
         )
+
+
+@calls.command("purge")
+@click.option("--before", default=None, help="Delete calls started before this Moscow date.")
+@click.option("--caller", default=None, help="Delete the calls from this number (+7...).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def calls_purge(before: str | None, caller: str | None, yes: bool) -> None:
+    """Delete calls with their events, recognitions, recordings and tickets (152-FZ).
+
+    The audit trail keeps that it happened (period, counts), not what was deleted.
+    """
+    from ivr.hours import MOSCOW
+    from ivr.retention import parse_caller, parse_purge_date, purge_calls
+
+    now = datetime.now(UTC)
+    try:
+        cutoff = parse_purge_date(before, now.astimezone(MOSCOW).date()) if before else None
+        number = parse_caller(caller) if caller else None
+        if cutoff is None and number is None:
+            raise ValueError("give --before DATE, --caller NUMBER or both")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    if not yes:
+        what = " and ".join(
+            part
+            for part in (
+                f"started before {cutoff.date()} (Moscow)" if cutoff else "",
+                f"from {mask_phone(number)}" if number else "",
+            )
+            if part
+        )
+        click.confirm(f"Delete every call {what} with all that is recorded about it?", abort=True)
+    db = _open_db()
+    counts = purge_calls(db, load_settings().recordings_dir, now, before=cutoff, caller=number)
+    click.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))
 
 
 @main.group()
