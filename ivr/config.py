@@ -62,6 +62,8 @@ class Settings:
     recording_retention_days: int = 90
     delete_twilio_recordings: bool = False
     max_recording_bytes: int = 10_000_000
+    session_idle_minutes: int = 60
+    metrics_token: str = ""
 
     @property
     def opening_hours(self) -> OpeningHours:
@@ -167,6 +169,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "IVR_PROMPTS_DIR": "prompts_dir",
         "IVR_SECRET_KEY": "secret_key",
         "IVR_RECORDINGS_DIR": "recordings_dir",
+        "IVR_METRICS_TOKEN": "metrics_token",
     }
     for variable, name in plain.items():
         if env.get(variable):
@@ -216,12 +219,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "IVR_MAX_REQUEST_BYTES": "max_request_bytes",
         "IVR_RECORDING_RETENTION_DAYS": "recording_retention_days",
         "IVR_MAX_RECORDING_BYTES": "max_recording_bytes",
+        "IVR_SESSION_IDLE_MINUTES": "session_idle_minutes",
     }.items():
         if env.get(variable):
             values[name] = _parse_int(variable, env[variable])
     for variable, name in (
         ("IVR_RECORDING_RETENTION_DAYS", "recording_retention_days"),
         ("IVR_MAX_RECORDING_BYTES", "max_recording_bytes"),
+        ("IVR_SESSION_IDLE_MINUTES", "session_idle_minutes"),
     ):
         if isinstance(value := values.get(name), int) and value < 1:
             raise ConfigError(f"{variable} must be at least 1, got {value}")

@@ -145,6 +145,8 @@ class AuditAction(StrEnum):
     OPERATOR_PASSWORD = "operator_password"  # noqa: S105 - an action name, not a secret
     OPERATOR_DEACTIVATE = "operator_deactivate"
     OPERATOR_ACTIVATE = "operator_activate"
+    SIGN_IN_UNLOCK = "sign_in_unlock"
+    CALLS_PURGE = "calls_purge"
 
 
 # Twilio's words -------------------------------------------------------------------------

@@ -941,3 +941,47 @@ def test_bad_allowed_host_entries(entry):
 )
 def test_canonical_hosts(host, canonical):
     assert is_canonical_host(host) is canonical
+
+
+def _make_run_recording_hosts() -> tuple[str, ...]:
+    """The IVR_RECORDING_HOSTS `make run` uses when none is set (read with `make -n`)."""
+    import re
+    import shutil
+    import subprocess
+
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parent.parent
+    commands = subprocess.run(
+        ["make", "-n", "-s", "run"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    default = re.search(r"IVR_RECORDING_HOSTS:-([^}]*)\}", commands).group(1)
+    return tuple(part.strip() for part in default.split(","))
+
+
+def test_make_run_fetches_recordings_only_from_the_emulators_media_host():
+    from ivr.cli import EMULATOR_MEDIA_PORT
+
+    allowed = [AllowedHost.parse(entry) for entry in _make_run_recording_hosts()]
+    assert [entry.admits("127.0.0.1", EMULATOR_MEDIA_PORT) for entry in allowed] == [True]
+    for host, port in [("127.0.0.1", 8080), ("127.0.0.1", 22), ("api.twilio.com", 443)]:
+        assert not any(entry.admits(host, port) for entry in allowed), (host, port)
+
+
+def test_ivr_calls_media_host_listens_on_the_agreed_port():
+    from click import ClickException
+
+    from ivr.cli import media_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    media = media_server(port)
+    try:
+        assert media.base_url == f"http://127.0.0.1:{port}"
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        with pytest.raises(ClickException, match=f"127.0.0.1:{port}"):
+            media_server(port)  # taken: one line saying what to do
+    finally:
+        media.close()

@@ -541,7 +541,7 @@ def purge(
     purged: list[str] = []
     for row in speech_store.recordings_created_before(db, older_than):
         try:
-            files = _stored_files(root, row)
+            files = stored_files(root, row)
             for path in files:
                 path.unlink(missing_ok=True)
         except OSError as error:
@@ -561,7 +561,7 @@ def purge(
     return len(purged)
 
 
-def _stored_files(root: Path, row: dict[str, Any]) -> list[Path]:
+def stored_files(root: Path, row: dict[str, Any]) -> list[Path]:
     """The files a recording row may have on disk; never anything but <CallSid>/<RE...>.wav."""
     call_sid, sid = row["call_sid"], row["sid"]
     try:

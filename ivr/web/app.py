@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 
 from ivr import db as database
 from ivr.calls import CallDesk
@@ -52,6 +54,9 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
     app.extensions["ivr.settings"] = settings
     app.extensions["ivr.speech"] = speech
     app.extensions["ivr.metrics"] = Metrics()
+    # The real time for security records and session lifetimes (IVR_NOW does not move it;
+    # tests replace its source to let hours pass).
+    app.extensions["ivr.wall_clock"] = Clock()
     app.extensions["ivr.desk"] = CallDesk(
         settings=settings,
         clock=Clock(fixed=settings.now),
@@ -105,9 +110,26 @@ def init_db(app: Flask, settings: Settings) -> None:
     context.init_app(app)
 
 
+def metrics_refusal() -> tuple[str, int, dict[str, str]] | None:
+    """Who may scrape /metrics: a bearer of IVR_METRICS_TOKEN if one is set, else loopback."""
+    token = current_app.extensions["ivr.settings"].metrics_token
+    if token:
+        sent = request.headers.get("Authorization", "")
+        if hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return None
+        return "bearer token required\n", 401, {"WWW-Authenticate": "Bearer"}
+    try:
+        loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        loopback = False
+    return None if loopback else ("metrics are served to loopback only\n", 403, {})
+
+
 @ops.get("/metrics")
 def metrics():
     """Prometheus' text format: calls by outcome, recognitions, webhook latency."""
+    if refusal := metrics_refusal():
+        return refusal
     db = get_db()
     text = current_app.extensions["ivr.metrics"].render(
         reports.all_outcomes(db), reports.all_recognitions(db)
