@@ -22,6 +22,7 @@ from typing import Any
 from ivr import flow
 from ivr.config import Settings
 from ivr.db import Database, timestamp
+from ivr.db import acd as acd_store
 from ivr.db import calls as call_store
 from ivr.db import operators as roster_store
 from ivr.db import speech as speech_store
@@ -31,7 +32,16 @@ from ivr.operators import choose_operator, operator_from_row
 from ivr.prompts import Prompts
 from ivr.tickets import new_ticket_number
 from ivr.twiml import spoken_texts
-from ivr.vocabulary import CONNECTED_DIAL_STATUSES, EventKind, Line, Outcome, Step, TicketStatus
+from ivr.vocabulary import (
+    CONNECTED_DIAL_STATUSES,
+    EventKind,
+    Line,
+    Outcome,
+    Presence,
+    QueueState,
+    Step,
+    TicketStatus,
+)
 
 log = logging.getLogger("ivr.calls")
 
@@ -56,6 +66,7 @@ class Answer:
     turn: flow.Turn
     state: flow.CallState
     seq: int
+    sms_requested: bool = False  # the ticket's SMS waits to be sent (after the commit)
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,8 @@ class CallDesk:
     clock: Clock
     prompts: dict[str, Prompts]
     speech_languages: Callable[[], tuple[str, ...]] = tuple
+    # Real elapsed time for the queue (IVR_NOW fixes only the business clock).
+    wall_clock: Clock = field(default_factory=Clock, compare=False)
     _unknown_numbers_warned: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def now(self, simulated: datetime | None = None) -> datetime:
@@ -281,6 +294,10 @@ class CallDesk:
                 # "connecting" ends as connected only if the call completed; a call that
                 # failed (or was busy, unanswered, canceled) did not reach the operator.
                 changes["outcome"] = Outcome.CONNECTED if status == "completed" else status
+            entry = acd_store.get_entry(db, call_sid)
+            if entry is not None:
+                gone = QueueState.BRIDGED if entry["answered_at"] else QueueState.HUNG_UP
+                acd_store.leave_queue(db, call_sid, gone, self.wall_clock.now())
         call_store.update_call(db, call_sid, changes)
         context.flush_events()
 
@@ -360,6 +377,8 @@ class CallContext:
         self.seq = call["seq"]
         self.state = flow.CallState.from_dict(json.loads(call["state"]))
         self._events: list[tuple[int, str, str | None, dict[str, Any] | None]] = []
+        self.entered_queue = False  # the web layer wakes the dispatcher after the commit
+        self.sms_requested = False  # ... and the SMS sender
 
     @property
     def call_sid(self) -> str:
@@ -383,6 +402,8 @@ class CallContext:
             return self.create_ticket(effect)
         if isinstance(effect, flow.LookupTicket):
             return self.lookup_ticket(effect)
+        if isinstance(effect, flow.RequestSms):
+            return self.request_sms()
         raise TypeError(f"unknown effect {effect!r}")
 
     def create_ticket(self, effect: flow.CreateTicket) -> flow.TicketReady:
@@ -390,20 +411,75 @@ class CallContext:
         settings = self.desk.settings
         language = self.state.language
         ticket = None if self.new else ticket_store.ticket_for_call(self.db, self.call_sid)
-        roster = [operator_from_row(row) for row in roster_store.list_operators(self.db, True)]
+        rows = roster_store.list_operators(self.db, True)
+        roster = [operator_from_row(row) for row in rows]
         if ticket is None:
             ticket = self._new_ticket(effect, roster)
         operator = next((op for op in roster if op.id == ticket["operator_id"]), None)
-        busy = bool(operator) and call_store.operator_on_call(self.db, operator.id, self.call_sid)
+        away = {row["id"] for row in rows if row.get("presence") == Presence.AWAY}
+        busy = bool(operator) and (
+            operator.id in away
+            or call_store.operator_on_call(self.db, operator.id, self.call_sid)
+            or acd_store.operator_engaged(self.db, operator.id)
+        )
         return flow.TicketReady(
             number=ticket["number"],
             operator_name=operator.spoken_name(language) if operator else ticket["operator_name"],
             operator_endpoint=operator.endpoint if operator else None,
             operator_busy=busy,
-            queue=f"operator-{operator.id}" if operator and busy else f"support-{language}",
+            # Each caller waits in a queue of their own: <Dial><Queue> takes a queue's first
+            # caller, so the dispatcher names exactly the caller it rang the operator for.
+            queue=queue_name(self.call_sid),
             resolution_hours=settings.resolution_hours.get(ticket["category"], 48),
             callback_at=ticket["callback_at"],
+            sms_offer=self._may_offer_sms(ticket),
         )
+
+    def _may_offer_sms(self, ticket: dict[str, Any]) -> bool:
+        """IVR_SMS_FROM set, a Russian mobile caller (+79...), and no SMS for this ticket yet."""
+        caller = normalise_number(self.call.get("from_number") or "")
+        return bool(
+            self.desk.settings.sms_from
+            and re.fullmatch(r"\+79\d{9}", caller)
+            and acd_store.sms_for_ticket(self.db, ticket["number"]) is None
+        )
+
+    def request_sms(self) -> flow.SmsRequested:
+        """Queue the ticket's SMS (sent after the commit, off the webhook's path)."""
+        ticket = ticket_store.ticket_for_call(self.db, self.call_sid)
+        if ticket is None:
+            return flow.SmsRequested(ok=False)
+        language = self.state.language
+        prompts = self.desk.prompts.get(language) or self.desk.prompts["ru"]
+        name = self._spoken_operator_name(ticket)
+        line_number = self.desk.settings.line_numbers.get(self.state.line, ("",))[0]
+        body = prompts.text(
+            "sms_body" if name else "sms_body_unassigned",
+            {
+                "number": ticket["number"],
+                "name": name or "",
+                "date": ticket["due_at"][:10],
+                "phone": line_number,
+            },
+        )
+        now = timestamp(self.desk.wall_clock.now())
+        added = acd_store.add_sms(
+            self.db,
+            {
+                "ticket_number": ticket["number"],
+                "call_sid": self.call_sid,
+                "to_number": normalise_number(self.call["from_number"]),
+                "language": language,
+                "body": body,
+                "status": "pending",
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        self.event(EventKind.SMS, {"ticket_number": ticket["number"], "requested": added})
+        self.sms_requested = added
+        return flow.SmsRequested(ok=True)
 
     def _new_ticket(self, effect: flow.CreateTicket, roster: list) -> dict[str, Any]:
         settings = self.desk.settings
@@ -567,6 +643,7 @@ class CallContext:
         """Run the flow, persist the new state and timeline, and return the next turn."""
         if input_detail is not None:
             self.event(EventKind.INPUT, input_detail)
+        old_step = self.state.step
         self.state, turn = flow.run(self.state, event, self.perform)
         self.seq += 1
         self.event(
@@ -576,7 +653,37 @@ class CallContext:
             texts = spoken_texts(turn, self.desk.prompts, self.state.language)
             self.event(EventKind.PROMPT, {"texts": texts}, step=turn.name)
         self.save_call()
-        return Answer(turn, self.state, self.seq)
+        self._follow_queue(old_step, turn)
+        return Answer(turn, self.state, self.seq, sms_requested=self.sms_requested)
+
+    def _follow_queue(self, old_step: str, turn: flow.Turn) -> None:
+        """Keep the caller's queue entry in step with the flow (the dispatcher reads it)."""
+        now = self.desk.wall_clock.now()
+        if turn.end == "enqueue":
+            acd_store.enter_queue(
+                self.db,
+                {
+                    "call_sid": self.call_sid,
+                    "queue_name": turn.target or queue_name(self.call_sid),
+                    "language": self.state.language,
+                    "ticket_number": self.state.ticket_number,
+                    "operator_id": self.call.get("operator_id"),
+                    "entered_at": timestamp(now),
+                },
+            )
+            self.entered_queue = True
+            return
+        if old_step != Step.QUEUE:
+            return
+        outcome = self.state.outcome
+        state = {
+            Outcome.CONNECTED: QueueState.BRIDGED,
+            Outcome.HUNG_UP_IN_QUEUE: QueueState.HUNG_UP,
+            Outcome.CALLBACK_AFTER_QUEUE: QueueState.LEFT,
+        }.get(outcome, QueueState.GONE)
+        acd_store.leave_queue(self.db, self.call_sid, state, now)
+        if outcome == Outcome.CALLBACK_AFTER_QUEUE and self.state.ticket_number:
+            acd_store.request_callback(self.db, self.state.ticket_number, now)
 
     def reprompt(self) -> Answer:
         """Answer a stale or unexpected request by repeating where the call is now."""
@@ -607,6 +714,11 @@ class CallContext:
         else:
             call_store.update_call(self.db, self.call_sid, changes)
         self.flush_events()
+
+
+def queue_name(call_sid: str) -> str:
+    """The caller's own Twilio queue (friendly names may have 64 characters)."""
+    return f"call-{call_sid}"
 
 
 def normalise_number(number: str) -> str:

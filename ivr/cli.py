@@ -107,6 +107,7 @@ def serve(host: str, port: int, threads: int) -> None:
         server.run()
     finally:
         app.extensions["ivr.speech"].close()
+        app.extensions["ivr.dispatcher"].close()
 
 
 # Operators -------------------------------------------------------------------------------

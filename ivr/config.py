@@ -64,6 +64,14 @@ class Settings:
     max_recording_bytes: int = 10_000_000
     session_idle_minutes: int = 60
     metrics_token: str = ""
+    # Twilio's REST API (the stand-in's in tests): operator legs, callbacks, SMS.
+    twilio_api_url: str = "https://api.twilio.com"
+    queue_max_wait_seconds: int = 300  # then a queued caller is offered a callback
+    sms_from: str = ""  # a number or Messaging Service SID (MG...); empty: no SMS offered
+    # How often the dispatcher sweeps (seconds); 0: no background thread, every trigger
+    # dispatches at once in the thread that fires it (tests).
+    dispatch_interval_seconds: float = 2.0
+    reconcile_after_minutes: int = 10  # a call with no final status this long: ask the API
 
     @property
     def opening_hours(self) -> OpeningHours:
@@ -170,6 +178,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "IVR_SECRET_KEY": "secret_key",
         "IVR_RECORDINGS_DIR": "recordings_dir",
         "IVR_METRICS_TOKEN": "metrics_token",
+        "IVR_TWILIO_API_URL": "twilio_api_url",
+        "IVR_SMS_FROM": "sms_from",
     }
     for variable, name in plain.items():
         if env.get(variable):
@@ -220,6 +230,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "IVR_RECORDING_RETENTION_DAYS": "recording_retention_days",
         "IVR_MAX_RECORDING_BYTES": "max_recording_bytes",
         "IVR_SESSION_IDLE_MINUTES": "session_idle_minutes",
+        "IVR_QUEUE_MAX_WAIT": "queue_max_wait_seconds",
+        "IVR_RECONCILE_AFTER_MINUTES": "reconcile_after_minutes",
     }.items():
         if env.get(variable):
             values[name] = _parse_int(variable, env[variable])
@@ -227,9 +239,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("IVR_RECORDING_RETENTION_DAYS", "recording_retention_days"),
         ("IVR_MAX_RECORDING_BYTES", "max_recording_bytes"),
         ("IVR_SESSION_IDLE_MINUTES", "session_idle_minutes"),
+        ("IVR_QUEUE_MAX_WAIT", "queue_max_wait_seconds"),
+        ("IVR_RECONCILE_AFTER_MINUTES", "reconcile_after_minutes"),
     ):
         if isinstance(value := values.get(name), int) and value < 1:
             raise ConfigError(f"{variable} must be at least 1, got {value}")
+    if env.get("IVR_DISPATCH_INTERVAL"):
+        try:
+            values["dispatch_interval_seconds"] = float(env["IVR_DISPATCH_INTERVAL"])
+        except ValueError:
+            raise ConfigError("IVR_DISPATCH_INTERVAL must be a number of seconds") from None
+    url = str(values.get("twilio_api_url", settings.twilio_api_url))
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(f"IVR_TWILIO_API_URL must be an http(s) URL, got {url!r}")
+    sms_from = str(values.get("sms_from", ""))
+    if sms_from and not (
+        NUMBER_IDENTITY.match(sms_from) or re.match(r"^MG[0-9a-f]{32}$", sms_from)
+    ):
+        raise ConfigError(
+            f"IVR_SMS_FROM must be an E.164 number or a Messaging Service SID (MG...), "
+            f"got {sms_from!r}"
+        )
     return settings.with_overrides(values)
 
 

@@ -71,6 +71,7 @@ class LocalServer:
         self.server.close()
         self.thread.join(5)
         self.app.extensions["ivr.speech"].close()
+        self.app.extensions["ivr.dispatcher"].close()
         if self._tmp is not None:
             self._tmp.cleanup()
 

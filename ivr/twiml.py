@@ -138,28 +138,96 @@ def _add_endpoint(dial: Dial, endpoint: str) -> None:
         dial.number(endpoint)
 
 
-def render_queue_wait(prompts: Prompts, position: int | None) -> str:
-    """What a queued caller hears while waiting (Twilio replays it in a loop)."""
+def _say(parent, prompts: Prompts, key: str, params: dict | None = None) -> None:
+    parent.say(
+        prompts.text(key, params), voice=prompts.voice.voice, language=prompts.voice.language
+    )
+
+
+def render_queue_wait(
+    prompts: Prompts,
+    position: int | None,
+    minutes: int | None = None,
+    offer_action: str = "",
+    pause_seconds: int = 30,
+) -> str:
+    """What a queued caller hears while waiting (Twilio requests the waitUrl again when done).
+
+    The position and the estimated wait; after the longest wait, `offer_action` is where a
+    one-key <Gather> offering a callback posts (no key: the document ends, the caller waits
+    on). Only the waitUrl's verbs (the <Enqueue> page): Say, Play, Pause, Gather, Leave...
+    """
     response = VoiceResponse()
-    if position:
-        response.say(
-            prompts.text("queue_position", {"position": position}),
-            voice=prompts.voice.voice,
-            language=prompts.voice.language,
-        )
-    response.pause(length=20)
+    if position and minutes:
+        _say(response, prompts, "queue_wait", {"position": position, "minutes": minutes})
+    elif position:
+        _say(response, prompts, "queue_wait_unknown", {"position": position})
+    if offer_action:
+        gather = Gather(input="dtmf", action=offer_action, method="POST", num_digits=1, timeout=10)
+        _say(gather, prompts, "queue_callback_offer")
+        response.append(gather)
+        return str(response)
+    response.pause(length=pause_seconds)
     return str(response)
 
 
-def render_apology(prompts: Prompts, queue: str) -> str:
-    """Last-resort TwiML when everything else failed: apologise and queue for an operator."""
+def render_queue_leave(wait_url: str, leave: bool) -> str:
+    """The answer to the callback offer: <Leave> on 1 (the <Enqueue> action then gets
+    QueueResult=leave), otherwise back to waiting."""
+    response = VoiceResponse()
+    if leave:
+        response.leave()
+    else:
+        response.redirect(wait_url, method="POST")
+    return str(response)
+
+
+def render_operator_queue(prompts: Prompts, whisper: list[str], queue: str, action: str) -> str:
+    """An operator's leg, answered: the ticket whispered, then the caller's own queue."""
+    response = VoiceResponse()
+    for text in whisper:
+        response.say(text, voice=prompts.voice.voice, language=prompts.voice.language)
+    dial = Dial(action=action, method="POST")
+    dial.queue(queue)
+    response.append(dial)
+    return str(response)
+
+
+def render_operator_callback(
+    prompts: Prompts, whisper: list[str], customer: str, caller_id: str, action: str, timeout: int
+) -> str:
+    """An operator's callback leg, answered: the whisper, then the customer from the line."""
+    response = VoiceResponse()
+    for text in whisper:
+        response.say(text, voice=prompts.voice.voice, language=prompts.voice.language)
+    dial = Dial(action=action, method="POST", timeout=timeout, caller_id=caller_id)
+    _add_endpoint(dial, customer)
+    response.append(dial)
+    return str(response)
+
+
+def render_operator_goodbye(prompts: Prompts, key: str | None) -> str:
+    """End an operator's leg (with a word of why, if any)."""
+    response = VoiceResponse()
+    if key:
+        _say(response, prompts, key)
+    response.hangup()
+    return str(response)
+
+
+def render_apology(prompts: Prompts, queue: str, wait_url: str = "") -> str:
+    """Last-resort TwiML when everything else failed: apologise and queue for an operator.
+
+    With `wait_url`, the queue's wait webhook puts the caller on the dispatcher's list
+    (nothing of the failed request was written).
+    """
     response = VoiceResponse()
     response.say(
         prompts.text("technical_problem"),
         voice=prompts.voice.voice,
         language=prompts.voice.language,
     )
-    enqueue = Enqueue()
+    enqueue = Enqueue(**({"wait_url": wait_url, "wait_url_method": "POST"} if wait_url else {}))
     enqueue.value = queue
     response.append(enqueue)
     return str(response)

@@ -121,6 +121,10 @@ class EventKind(StrEnum):
     FALLBACK = "fallback"
     RECORDING_STATUS = "recording_status"
     RECOGNITION = "recognition"
+    OPERATOR_LEG = "operator_leg"  # an operator rung for this queued caller, and how it went
+    CALLBACK_REQUESTED = "callback_requested"  # pressed 1 in the queue for a callback
+    SMS = "sms"  # the ticket by SMS: requested, sent, delivered or failed
+    RECONCILED = "reconciled"  # the final status fetched from Twilio's REST API
 
 
 class Role(StrEnum):
@@ -147,6 +151,40 @@ class AuditAction(StrEnum):
     OPERATOR_ACTIVATE = "operator_activate"
     SIGN_IN_UNLOCK = "sign_in_unlock"
     CALLS_PURGE = "calls_purge"
+    PRESENCE = "presence"  # an operator set themselves available or away
+    CALLBACK = "callback"  # an operator placed a callback to a customer
+
+
+class Presence(StrEnum):
+    """Whether an operator takes queued callers (`operators.presence`); busy is derived."""
+
+    AVAILABLE = "available"
+    AWAY = "away"
+
+
+class LegState(StrEnum):
+    """An operator's leg placed through Twilio's REST API (`operator_legs.state`)."""
+
+    RINGING = "ringing"  # reserved for a caller and being placed / ringing
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+class LegPurpose(StrEnum):
+    """Why an operator's phone is rung (`operator_legs.purpose`)."""
+
+    QUEUE = "queue"  # to take a queued caller (<Dial><Queue>)
+    CALLBACK = "callback"  # to call a customer back (<Dial><Number>)
+
+
+class QueueState(StrEnum):
+    """A caller's place in the queue (`queue_entries.state`)."""
+
+    WAITING = "waiting"
+    BRIDGED = "bridged"
+    LEFT = "left"  # pressed 1 for a callback (<Leave>)
+    HUNG_UP = "hung_up"
+    GONE = "gone"  # left the queue any other way (redirected, error, call ended)
 
 
 # Twilio's words -------------------------------------------------------------------------
@@ -181,6 +219,21 @@ QUEUE_RESULTS = (
     "queue-full",
     "system-error",
 )
+# MessageStatus (a message's status callback).
+MESSAGE_STATUSES = (
+    "accepted",
+    "scheduled",
+    "canceled",
+    "queued",
+    "sending",
+    "sent",
+    "failed",
+    "delivered",
+    "undelivered",
+    "receiving",
+    "received",
+    "read",
+)
 # RecordingStatus (recordingStatusCallback).
 RECORDING_STATUSES = ("in-progress", "completed", "absent", "failed")
 
@@ -197,6 +250,7 @@ LABELLED: dict[str, type[StrEnum]] = {
     "event": EventKind,
     "role": Role,
     "audit": AuditAction,
+    "presence": Presence,
 }
 
 

@@ -59,6 +59,8 @@ OWNED_BY_CALL = {
     "webhook_responses": "call_sid",
     "recordings": "call_sid",
     "recognitions": "call_sid",
+    "queue_entries": "call_sid",
+    "sms_messages": "call_sid",
 }
 # Log messages that mean "an unexpected exception was caught": hostile input must not get there.
 CAUGHT_CRASHES = (

@@ -75,7 +75,10 @@ def test_metrics_count_safe_fallback_answers(app, db_path, monkeypatch):
 
     monkeypatch.setattr(voice.flow, "run", broken)  # a bug in the flow: the caller is still served
     call = EmulatedCall(FlaskTransport(app.test_client()), "http://localhost", AUTH_TOKEN).start()
-    assert "техническая неполадка" in call.result.transcript and call.result.queue == "support-ru"
+    assert (
+        "техническая неполадка" in call.result.transcript
+        and call.result.queue == f"call-{call.result.call_sid}"
+    )
     text = app.test_client().get("/metrics").get_data(as_text=True)
     assert 'ivr_webhook_failures_total{kind="incoming_call"} 1' in text
 

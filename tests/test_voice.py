@@ -219,7 +219,8 @@ def test_operator_busy_means_enqueue(make_app, db_path):
         )
         db.conn.commit()
     second = EmulatedCall(transport, "http://localhost", AUTH_TOKEN).start().press("0").silence()
-    assert second.result.queue == "operator-1"
+    # Each caller waits in a queue of their own (the dispatcher dequeues exactly them).
+    assert second.result.queue == f"call-{second.result.call_sid}"
     assert "Оператор сейчас занят" in second.result.transcript
     assert any("номер в очереди: 1" in h.text for h in second.result.heard)
 
@@ -231,14 +232,14 @@ def test_empty_roster_still_gives_ticket_and_queue(make_app, db_path):
     assert "Оператор будет назначен" in c.result.transcript
     assert is_valid_ticket_number(spoken_ticket(c.result.transcript))
     c.silence()
-    assert c.result.queue == "support-ru"
+    assert c.result.queue == f"call-{c.result.call_sid}"
 
 
 def test_dial_no_answer_puts_caller_in_queue(app):
     transport = FlaskTransport(app.test_client())
     c = EmulatedCall(transport, "http://localhost", AUTH_TOKEN, dial_status="no-answer")
     c.start().press("0").silence()
-    assert not c.result.connected_to and c.result.queue == "support-ru"
+    assert not c.result.connected_to and c.result.queue == f"call-{c.result.call_sid}"
     assert [h.kind for h in c.result.heard].count("dial") == 1
     assert "Оператор не смог ответить" in c.result.transcript
 

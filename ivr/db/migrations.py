@@ -235,12 +235,95 @@ def v5_sessions_and_sign_in_unlock(db: Database) -> None:
     )
 
 
+def v6_operator_presence_legs_queue_callbacks_sms(db: Database) -> None:
+    """The ACD: operators' presence, their legs, queued callers, callbacks and SMS (issue 11).
+
+    At most one live leg per operator and per queued caller (unique partial indexes), so two
+    dispatchers (threads or nodes) never ring one operator for two callers. Times in these
+    tables are real elapsed time (the wall clock), never IVR_NOW's business clock.
+    """
+    _run(
+        db,
+        "ALTER TABLE operators ADD COLUMN presence TEXT NOT NULL DEFAULT 'available' "
+        "CHECK (presence IN ('available', 'away'))",
+        "ALTER TABLE operators ADD COLUMN presence_changed_at TEXT",
+        """
+        CREATE TABLE operator_legs (
+            sid TEXT PRIMARY KEY,
+            call_sid TEXT UNIQUE,
+            operator_id INTEGER NOT NULL REFERENCES operators(id),
+            purpose TEXT NOT NULL CHECK (purpose IN ('queue', 'callback')),
+            caller_call_sid TEXT,
+            ticket_number TEXT,
+            state TEXT NOT NULL CHECK (state IN ('ringing', 'answered', 'ended')),
+            result TEXT,
+            reserved_until TEXT NOT NULL,
+            next_attempt_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            answered_at TEXT,
+            ended_at TEXT,
+            updated_at TEXT NOT NULL
+        )
+        """,
+        "CREATE UNIQUE INDEX operator_legs_one_per_operator ON operator_legs(operator_id) "
+        "WHERE state != 'ended'",
+        "CREATE UNIQUE INDEX operator_legs_one_per_caller ON operator_legs(caller_call_sid) "
+        "WHERE state != 'ended' AND caller_call_sid IS NOT NULL",
+        "CREATE INDEX operator_legs_caller ON operator_legs(caller_call_sid, created_at)",
+        "CREATE INDEX operator_legs_ticket ON operator_legs(ticket_number, created_at)",
+        """
+        CREATE TABLE queue_entries (
+            call_sid TEXT PRIMARY KEY REFERENCES calls(call_sid),
+            queue_name TEXT NOT NULL,
+            language TEXT NOT NULL,
+            ticket_number TEXT,
+            operator_id INTEGER REFERENCES operators(id),
+            state TEXT NOT NULL
+                CHECK (state IN ('waiting', 'bridged', 'left', 'hung_up', 'gone')),
+            entered_at TEXT NOT NULL,
+            answered_at TEXT,
+            left_at TEXT,
+            next_attempt_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX queue_entries_waiting ON queue_entries(entered_at) WHERE state = 'waiting'",
+        "CREATE INDEX queue_entries_answered ON queue_entries(answered_at)",
+        "ALTER TABLE tickets ADD COLUMN callback_requested_at TEXT",
+        "ALTER TABLE tickets ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tickets ADD COLUMN callback_failures INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tickets ADD COLUMN callback_result TEXT",
+        "CREATE INDEX tickets_callback_requested ON tickets(callback_requested_at) "
+        "WHERE callback_requested_at IS NOT NULL",
+        """
+        CREATE TABLE sms_messages (
+            ticket_number TEXT PRIMARY KEY REFERENCES tickets(number),
+            call_sid TEXT NOT NULL,
+            to_number TEXT NOT NULL,
+            language TEXT NOT NULL,
+            body TEXT NOT NULL,
+            message_sid TEXT UNIQUE,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            next_attempt_at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX sms_messages_pending ON sms_messages(next_attempt_at) "
+        "WHERE status = 'pending'",
+    )
+
+
 # Each entry moves the schema one version up (the version is its position, from 1).
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     v1_calls_tickets_operators,
     v2_speech_and_console,
     v3_console_search_indexes,
     v5_sessions_and_sign_in_unlock,
+    v6_operator_presence_legs_queue_callbacks_sms,
 )
 
 

@@ -19,7 +19,9 @@ from ivr.flow.messages import (
     Record,
     Recorded,
     Reply,
+    RequestSms,
     Say,
+    SmsRequested,
     SpeechResult,
     TicketFound,
     TicketReady,
@@ -124,6 +126,8 @@ def advance(state: CallState, event: Event) -> tuple[CallState, Reply]:
         return _on_ticket_ready(state, event)
     if isinstance(event, TicketFound):
         return _on_ticket_found(state, event)
+    if isinstance(event, SmsRequested):
+        return _connect(state, (Say("sms_coming" if event.ok else "sms_failed"),))
     if isinstance(event, DialEnded):
         return _on_dial_ended(state, event)
     if isinstance(event, QueueEnded):
@@ -325,31 +329,37 @@ def _on_ticket_info(state: CallState, digits: str) -> tuple:
     if digits == "*" and state.repeats < MAX_REPEATS:
         new_state = replace(state, repeats=state.repeats + 1)
         return new_state, present(new_state, Step.TICKET_INFO)
+    if digits == "1" and state.sms_offer:
+        # The ticket by SMS: asked once; the message goes out after this webhook commits.
+        return replace(state, sms_offer=False), RequestSms()
     return _connect(state)
 
 
-def _connect(state: CallState) -> tuple:
+def _connect(state: CallState, before: tuple[Say, ...] = ()) -> tuple:
     """After the ticket: connect (open), queue (operator busy or none), or say goodbye."""
     if not state.is_open:
-        return _end(state, (), Outcome.AFTER_HOURS_CALLBACK)
+        return _end(state, before, Outcome.AFTER_HOURS_CALLBACK)
     if state.operator_endpoint and not state.operator_busy:
         return (
             replace(state, step=Step.CONNECT, outcome=Outcome.CONNECTING),
             Turn(
                 Step.CONNECT,
-                (Say("connecting", {"operator": state.operator_name or ""}),),
+                (*before, Say("connecting", {"operator": state.operator_name or ""})),
                 end="dial",
                 target=state.operator_endpoint,
             ),
         )
-    return _enqueue(state, Say("operator_busy"))
+    return _enqueue(state, Say("operator_busy"), before)
 
 
-def _enqueue(state: CallState, reason: Say) -> tuple:
+def _enqueue(state: CallState, reason: Say, before: tuple[Say, ...] = ()) -> tuple:
     return (
         replace(state, step=Step.QUEUE, outcome=Outcome.QUEUED),
         Turn(
-            Step.QUEUE, (reason,), end="enqueue", target=state.queue or f"support-{state.language}"
+            Step.QUEUE,
+            (*before, reason),
+            end="enqueue",
+            target=state.queue or f"support-{state.language}",
         ),
     )
 
@@ -409,6 +419,7 @@ def _on_ticket_ready(state: CallState, event: TicketReady) -> tuple:
         queue=event.queue,
         resolution_hours=event.resolution_hours,
         callback_at=event.callback_at,
+        sms_offer=event.sms_offer,
         repeats=0,
     )
     return _go(new_state, Step.TICKET_INFO)

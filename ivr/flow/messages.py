@@ -35,6 +35,14 @@ class TicketReady:
     queue: str
     resolution_hours: int
     callback_at: str | None = None
+    sms_offer: bool = False  # offer the ticket by SMS (IVR_SMS_FROM set, a +79... caller)
+
+
+@dataclass(frozen=True)
+class SmsRequested:
+    """The ticket's SMS was put on its way (or could not be: `ok` False)."""
+
+    ok: bool
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ Event = (
     | Recorded
     | NothingRecorded
     | SpeechResult
+    | SmsRequested
 )
 
 
@@ -169,5 +178,12 @@ class LookupTicket:
     before: tuple[Say, ...] = ()
 
 
-Effect = CreateTicket | LookupTicket
+@dataclass(frozen=True)
+class RequestSms:
+    """Effect: send the caller the ticket number and operator's name by SMS (once a ticket)."""
+
+    before: tuple[Say, ...] = ()
+
+
+Effect = CreateTicket | LookupTicket | RequestSms
 Reply = Turn | Effect

@@ -83,6 +83,7 @@ class CallState:
     description_recording: str | None = None
     confirm_listened: bool = False
     requeued: bool = False  # put back in the queue once after a queue error
+    sms_offer: bool = False  # "press 1 for the ticket by SMS" is said at the ticket step
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (shallow: every field is a plain value, a tuple or a flat dict).

@@ -95,6 +95,8 @@ def _ticket_announcement(state: CallState) -> tuple[Say, ...]:
         says.append(Say("resolution_time", {"hours": state.resolution_hours or 0}))
     else:
         says.append(Say("callback_time", {"when": state.callback_at or ""}))
+    if state.sms_offer:
+        says.append(Say("sms_offer"))
     says.append(Say("repeat_offer"))
     return tuple(says)
 

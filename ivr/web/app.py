@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import importlib
 import ipaddress
 import logging
 import urllib.parse
@@ -17,6 +18,7 @@ from ivr.calls import CallDesk
 from ivr.config import ConfigError, Settings, default_prompts_dir, load_settings
 from ivr.db import operators as roster_store
 from ivr.db import reports
+from ivr.dispatch import Dispatcher
 from ivr.hours import Clock
 from ivr.logs import configure_logging
 from ivr.metrics import Metrics
@@ -33,11 +35,16 @@ log = logging.getLogger("ivr.app")
 ops = Blueprint("ops", __name__)
 
 
-def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = None) -> Flask:
-    """Build the app: settings, database, prompts, clock, speech, blueprints.
+def create_app(
+    config: Mapping[str, Any] | None = None,
+    speech_engine: Any = None,
+    twilio_api: Any = None,
+) -> Flask:
+    """Build the app: settings, database, prompts, clock, speech, dispatcher, blueprints.
 
     `config` overrides settings by field name (tests); `speech_engine` replaces the Vosk
-    engine the settings would build (tests script it).
+    engine the settings would build (tests script it); `twilio_api` replaces the REST
+    adapter (`ivr.twilio_api.TwilioApi`) the settings would build.
     """
     configure_logging()
     settings: Settings = load_settings().with_overrides(dict(config or {}))
@@ -62,8 +69,13 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
         clock=Clock(fixed=settings.now),
         prompts=load_prompts(prompts_dir),
         speech_languages=speech.languages,
+        wall_clock=app.extensions["ivr.wall_clock"],
     )
     init_db(app, settings)
+    api = twilio_api if twilio_api is not None else build_twilio_api(settings)
+    dispatcher = Dispatcher(app.extensions["ivr.desk"], api)
+    app.extensions["ivr.dispatcher"] = dispatcher
+    dispatcher.start()  # the sweep: a restart strands no queued caller
     if not settings.auth_token:
         log.error(
             "IVR_TWILIO_AUTH_TOKEN is not set: every webhook will be refused with 403 "
@@ -77,6 +89,22 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
     if prefix:
         app.wsgi_app = _PathPrefix(app.wsgi_app, prefix)  # type: ignore[method-assign]
     return app
+
+
+def build_twilio_api(settings: Settings) -> Any:
+    """The REST adapter, when Twilio's REST API is configured (IVR_TWILIO_API_URL set to
+    something else than Twilio's, or the account SID and auth token); None otherwise."""
+    configured = settings.twilio_api_url != Settings.twilio_api_url or (
+        settings.account_sid and settings.auth_token
+    )
+    if not configured:
+        return None
+    try:
+        module = importlib.import_module("ivr.twilio_api")
+    except ImportError:
+        log.error("ivr.twilio_api is missing: queued callers will not be dispatched")
+        return None
+    return module.TwilioApi.from_settings(settings)
 
 
 class _PathPrefix:
@@ -150,5 +178,6 @@ def healthz():
         "status": "ok" if healthy else "error",
         "database": {"schema_version": version},
         "speech": current_app.extensions["ivr.speech"].health(),
+        "twilio_rest": current_app.extensions["ivr.dispatcher"].health(),
     }
     return jsonify(body), 200 if healthy else 503

@@ -1,0 +1,709 @@
+"""The dispatcher (an ACD): rings available operators for queued callers. No Flask.
+
+Twilio's <Enqueue> holds a caller until something takes them out; nothing in Twilio picks
+an operator. So the service does: it picks the longest-waiting caller and a free operator
+who speaks the caller's language (the ticket's own operator first, then the one with the
+fewest open tickets), reserves the operator in one write transaction (a unique partial
+index on live legs: two threads or two nodes never ring one operator for two callers),
+and then, outside the transaction, asks Twilio's REST API to call the operator. When the
+operator answers, `/twilio/operator/<leg>` whispers the ticket and dials the caller's own
+queue (`<Dial><Queue>call-CA...`: a queue's first caller is the one taken, so each caller
+has a queue of their own).
+
+Triggers: a caller entering the queue, an operator's leg ending, an operator becoming
+available (each after its transaction commits), and a sweep every
+`IVR_DISPATCH_INTERVAL` seconds on a background thread, so a restart strands nobody.
+The same pass retries failed REST requests with back-off, sends the tickets' SMS, and now
+and then reconciles calls whose final status never arrived. Every time here is real
+elapsed time (the wall clock), never IVR_NOW's business clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from ivr import db as database
+from ivr.calls import FINAL_CALL_STATUSES, CallDesk, is_ascii_number
+from ivr.db import acd as acd_store
+from ivr.db import audit as audit_store
+from ivr.db import calls as call_store
+from ivr.db import core
+from ivr.operators import Operator, on_shift, operator_from_row
+from ivr.vocabulary import AuditAction, EventKind, LegPurpose, LegState, Line, Step
+
+log = logging.getLogger("ivr.dispatch")
+
+# A reservation outlives the ring time by this much (placing the call, late callbacks).
+RESERVATION_MARGIN = timedelta(seconds=20)
+# One worker places a reserved leg; after a crash another may try once this has passed.
+PLACING_LEASE = timedelta(seconds=10)
+# Waits between retries of a failed REST request (then the last one again).
+BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
+MAX_SMS_ATTEMPTS = 6
+# The estimated wait counts callers answered in this window.
+SPEED_OF_ANSWER_WINDOW = timedelta(minutes=30)
+RECONCILE_EVERY = timedelta(seconds=60)
+FAILED_CALLBACK_RESULTS = ("busy", "no-answer", "failed", "canceled")
+
+OPERATOR_URL = "/twilio/operator/{leg}"
+OPERATOR_STATUS_URL = "/twilio/operator-status?leg={leg}"
+SMS_STATUS_URL = "/twilio/sms-status"
+
+
+class TwilioRest(Protocol):
+    """The part of `ivr.twilio_api.TwilioApi` the dispatcher uses."""
+
+    def create_call(self, **kwargs: Any) -> str: ...
+
+    def fetch_call(self, sid: str) -> dict: ...
+
+    def send_message(self, **kwargs: Any) -> str: ...
+
+
+# Pure decisions ------------------------------------------------------------------------
+
+
+def pick_operator(
+    language: str,
+    preferred_id: int | None,
+    free: Iterable[Operator],
+    tried: dict[int, int],
+    languages_on_shift: set[str],
+) -> Operator | None:
+    """The operator to ring for a caller, or None.
+
+    Speakers of the caller's language only (anyone free when nobody on shift speaks it);
+    operators not yet rung in vain for this caller first, then the ticket's own operator,
+    then the fewest open tickets, then the lowest id.
+    """
+    candidates = [operator for operator in free if language in operator.languages]
+    if not candidates and language not in languages_on_shift:
+        candidates = list(free)
+    if not candidates:
+        return None
+    return min(
+        candidates,
+        key=lambda op: (tried.get(op.id, 0), op.id != preferred_id, op.open_tickets, op.id),
+    )
+
+
+def estimate_wait_minutes(
+    position: int, speed_of_answer: float | None, serving: int, waited: float
+) -> int | None:
+    """Whole minutes a caller at `position` may still wait, or None with no recent answers.
+
+    The recent average speed of answer is what the next caller waits; every `serving`
+    callers ahead add one more of it.
+    """
+    if speed_of_answer is None:
+        return None
+    turns = 1 + (position - 1) / max(1, serving)
+    seconds = max(30.0, speed_of_answer * turns - waited)
+    return max(1, round(seconds / 60))
+
+
+def backoff(attempt: int) -> timedelta:
+    """The wait before retry number `attempt` (1 = the first retry)."""
+    return timedelta(seconds=BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS)) - 1])
+
+
+def new_leg_sid() -> str:
+    """Our id of an operator's leg (Twilio's CallSid comes later): 'LG' + 32 hex digits."""
+    return "LG" + secrets.token_hex(16)
+
+
+LEG_SID_PATTERN = r"LG[0-9a-f]{32}"
+
+
+# The dispatcher ------------------------------------------------------------------------
+
+
+@dataclass
+class RestHealth:
+    """REST failures as /healthz shows them."""
+
+    failures: int = 0
+    retries: int = 0
+    last_error: str = ""
+    last_call_sid: str = ""
+    last_at: str = ""
+
+
+class Dispatcher:
+    """Reserves operators, places their legs, sends SMS, reconciles: one pass at a time."""
+
+    def __init__(self, desk: CallDesk, api: TwilioRest | None) -> None:
+        self.desk = desk
+        self.settings = desk.settings
+        self.api = api
+        self.health_record = RestHealth()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._connections = threading.local()
+        self._pass_lock = threading.Lock()
+        self._last_reconcile: datetime | None = None
+
+    # Running ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the sweep on a background thread (every IVR_DISPATCH_INTERVAL seconds)."""
+        if self._thread is not None or self.settings.dispatch_interval_seconds <= 0:
+            return
+        self._thread = threading.Thread(target=self._loop, name="ivr-dispatcher", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the background thread."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def wake(self) -> None:
+        """Something changed (a caller queued, a leg ended, an operator free): dispatch now."""
+        if self.api is None:
+            return
+        if self._thread is not None:
+            self._wake.set()
+            return
+        if self.settings.dispatch_interval_seconds <= 0:
+            self.run_once()  # no thread (tests): in the thread that fired the trigger
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.dispatch_interval_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - the sweep must survive anything, and say so
+                log.exception("dispatcher pass failed; trying again at the next sweep")
+
+    def _db(self) -> database.Database:
+        db = getattr(self._connections, "db", None)
+        if db is None:
+            db = database.connect(self.settings.db_path, self.settings.busy_timeout_ms)
+            self._connections.db = db
+        return db
+
+    def now(self) -> datetime:
+        """Real elapsed time (the queue's clock)."""
+        return self.desk.wall_clock.now()
+
+    def run_once(self) -> int:
+        """One pass: expire, reserve and ring, retry, send SMS, reconcile. Returns legs rung."""
+        if self.api is None:
+            return 0
+        with self._pass_lock:
+            db = self._db()
+            now = self.now()
+            with database.write_transaction(db):
+                for leg in acd_store.expire_reservations(db, now):
+                    self._leg_finished(db, leg, "expired", now)
+            rung = 0
+            while (leg := self.reserve_next(db)) is not None:
+                rung += self.place(db, leg)
+            for leg in acd_store.legs_to_place(db, self.now()):
+                rung += self.place(db, leg)
+            self.send_pending_sms(db)
+            if self._last_reconcile is None or now - self._last_reconcile >= RECONCILE_EVERY:
+                self._last_reconcile = now
+                self.reconcile(db)
+            return rung
+
+    # Reserving -------------------------------------------------------------------------
+
+    def reserve_next(self, db: database.Database) -> dict[str, Any] | None:
+        """Reserve one free operator for the longest-waiting caller they can take, or None.
+
+        One write transaction: the unique partial indexes refuse a second live leg for an
+        operator or a caller, whoever else (thread or node) reserves at the same moment.
+        """
+        now = self.now()
+        business_now = self.desk.clock.now()
+        with database.write_transaction(db):
+            callers = acd_store.callers_to_dispatch(db, now)
+            if not callers:
+                return None
+            on_shift_rows = [
+                row
+                for row in core.rows(db.execute("SELECT * FROM operators WHERE active = 1"))
+                if on_shift(operator_from_row(row), business_now)
+            ]
+            shift_languages = {
+                language for row in on_shift_rows for language in operator_from_row(row).languages
+            }
+            free = [
+                operator
+                for operator in map(operator_from_row, acd_store.free_operators(db))
+                if on_shift(operator, business_now)
+            ]
+            for caller in callers:
+                if not free:
+                    return None
+                operator = pick_operator(
+                    caller["language"],
+                    caller["operator_id"],
+                    free,
+                    acd_store.operators_tried(db, caller["call_sid"]),
+                    shift_languages,
+                )
+                if operator is None:
+                    continue
+                leg = self._new_leg(operator, LegPurpose.QUEUE, now, caller)
+                if acd_store.insert_leg(db, leg):
+                    call_store.add_event(
+                        db,
+                        caller["call_sid"],
+                        call_store.current_seq(db, caller["call_sid"]),
+                        self.desk.now(),
+                        EventKind.OPERATOR_LEG,
+                        Step.QUEUE,
+                        {"leg": leg["sid"], "operator_id": operator.id, "state": "reserved"},
+                    )
+                    return leg
+                free = [other for other in free if other.id != operator.id]
+        return None
+
+    def _new_leg(
+        self,
+        operator: Operator,
+        purpose: str,
+        now: datetime,
+        caller: dict[str, Any] | None = None,
+        ticket_number: str | None = None,
+    ) -> dict[str, Any]:
+        ring = timedelta(seconds=self.settings.dial_timeout_seconds)
+        return {
+            "sid": new_leg_sid(),
+            "operator_id": operator.id,
+            "purpose": purpose,
+            "caller_call_sid": caller["call_sid"] if caller else None,
+            "ticket_number": caller["ticket_number"] if caller else ticket_number,
+            "state": LegState.RINGING,
+            "reserved_until": core.timestamp(now + ring + RESERVATION_MARGIN),
+            "next_attempt_at": core.timestamp(now),
+            "created_at": core.timestamp(now),
+            "updated_at": core.timestamp(now),
+        }
+
+    def reserve_callback(
+        self, db: database.Database, operator_row: dict[str, Any], ticket_number: str
+    ) -> dict[str, Any] | None:
+        """Reserve the operator for a callback (inside the caller's transaction); None if busy."""
+        operator = operator_from_row(operator_row)
+        leg = self._new_leg(operator, LegPurpose.CALLBACK, self.now(), None, ticket_number)
+        return leg if acd_store.insert_leg(db, leg) else None
+
+    # Placing ---------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        base = self.settings.public_url.rstrip("/") or "http://localhost"
+        return base + path
+
+    def _from_number(self, db: database.Database, leg: dict[str, Any]) -> str:
+        """The line's number the operator sees (the number the caller reached, if E.164)."""
+        call = None
+        if leg["caller_call_sid"]:
+            call = call_store.get_call(db, leg["caller_call_sid"])
+        elif leg["ticket_number"]:
+            found = db.execute(
+                "SELECT c.* FROM tickets t JOIN calls c ON c.call_sid = t.call_sid "
+                "WHERE t.number = ?",
+                [leg["ticket_number"]],
+            ).fetchone()
+            call = dict(found) if found else None
+        return line_number(self.settings, call)
+
+    def place(self, db: database.Database, leg: dict[str, Any]) -> int:
+        """Ask Twilio to ring the operator (outside any transaction); 1 if it did."""
+        now = self.now()
+        with database.write_transaction(db):
+            if not acd_store.claim_leg_to_place(db, leg["sid"], now, now + PLACING_LEASE):
+                return 0
+            operator = db.execute(
+                "SELECT endpoint FROM operators WHERE id = ?", [leg["operator_id"]]
+            ).fetchone()
+            from_number = self._from_number(db, leg)
+        attempt = (leg.get("attempts") or 0) + 1
+        try:
+            call_sid = self.api.create_call(
+                to=operator["endpoint"],
+                from_=from_number,
+                url=self._url(OPERATOR_URL.format(leg=leg["sid"])),
+                status_callback=self._url(OPERATOR_STATUS_URL.format(leg=leg["sid"])),
+                status_callback_events=("initiated", "ringing", "answered", "completed"),
+                timeout=self.settings.dial_timeout_seconds,
+            )
+        except Exception as error:  # noqa: BLE001 - whatever the REST side did, nobody waits on it
+            self._placing_failed(db, leg, attempt, error)
+            return 0
+        with database.write_transaction(db):
+            current = acd_store.get_leg(db, leg["sid"])
+            changes: dict[str, Any] = {"error": None, "updated_at": core.timestamp(self.now())}
+            if current and not current["call_sid"]:
+                changes["call_sid"] = call_sid
+            acd_store.update_leg(db, leg["sid"], changes)
+            if leg["caller_call_sid"]:
+                self._caller_event(db, leg, {"leg": leg["sid"], "state": "ringing"})
+        log.info(
+            "operator rung",
+            extra={
+                "call_sid": leg["caller_call_sid"] or "",
+                "leg": leg["sid"],
+                "operator_call_sid": call_sid,
+                "operator_id": leg["operator_id"],
+                "purpose": leg["purpose"],
+            },
+        )
+        return 1
+
+    def _placing_failed(
+        self, db: database.Database, leg: dict[str, Any], attempt: int, error: Exception
+    ) -> None:
+        now = self.now()
+        retryable = bool(getattr(error, "retryable", True))
+        retry_at = now + backoff(attempt)
+        give_up = not retryable or core.timestamp(retry_at) >= leg["reserved_until"]
+        self._note_failure(leg["caller_call_sid"] or leg["ticket_number"] or "", error)
+        log.warning(
+            "placing an operator's call failed: %s",
+            "giving up on this operator" if give_up else "retrying",
+            extra={
+                "call_sid": leg["caller_call_sid"] or "",
+                "leg": leg["sid"],
+                "ticket_number": leg["ticket_number"],
+                "error": str(error)[:200],
+                "status": getattr(error, "status", None),
+                "code": getattr(error, "code", None),
+                "attempt": attempt,
+            },
+        )
+        with database.write_transaction(db):
+            if not give_up:
+                self.health_record.retries += 1
+                acd_store.update_leg(
+                    db,
+                    leg["sid"],
+                    {"next_attempt_at": core.timestamp(retry_at), "error": str(error)[:200]},
+                )
+                return
+            acd_store.update_leg(
+                db,
+                leg["sid"],
+                {
+                    "state": LegState.ENDED,
+                    "result": "error",
+                    "error": str(error)[:200],
+                    "ended_at": core.timestamp(now),
+                    "updated_at": core.timestamp(now),
+                },
+            )
+            self._leg_finished(db, {**leg, "state": LegState.RINGING}, "error", now)
+            if leg["caller_call_sid"]:
+                acd_store.defer_entry(db, leg["caller_call_sid"], now + backoff(attempt))
+
+    def _note_failure(self, about: str, error: Exception) -> None:
+        record = self.health_record
+        record.failures += 1
+        record.last_error = f"{type(error).__name__}: {str(error)[:200]}"
+        record.last_call_sid = about
+        record.last_at = core.timestamp(self.now())
+
+    def _caller_event(self, db: database.Database, leg: dict[str, Any], detail: dict) -> None:
+        call_sid = leg["caller_call_sid"]
+        if call_store.get_call(db, call_sid) is None:
+            return
+        call_store.add_event(
+            db,
+            call_sid,
+            call_store.current_seq(db, call_sid),
+            self.desk.now(),
+            EventKind.OPERATOR_LEG,
+            Step.QUEUE,
+            {"operator_id": leg["operator_id"], **detail},
+        )
+
+    # The leg's life (called inside the webhook's transaction) --------------------------
+
+    def leg_answered(self, db: database.Database, leg: dict[str, Any], call_sid: str) -> None:
+        """The operator picked up (Twilio fetched the leg's Url)."""
+        now = self.now()
+        if leg["state"] != LegState.RINGING:
+            return
+        acd_store.update_leg(
+            db,
+            leg["sid"],
+            {
+                "state": LegState.ANSWERED,
+                "call_sid": leg["call_sid"] or call_sid,
+                "answered_at": core.timestamp(now),
+                "updated_at": core.timestamp(now),
+            },
+        )
+        if leg["caller_call_sid"]:
+            acd_store.mark_answered(db, leg["caller_call_sid"], now)
+            self._caller_event(db, leg, {"leg": leg["sid"], "state": "answered"})
+
+    def leg_status(
+        self, db: database.Database, leg: dict[str, Any], call_sid: str, status: str
+    ) -> bool:
+        """The leg's status callback; True when the operator is free again (dispatch now)."""
+        now = self.now()
+        if leg["call_sid"] is None:
+            acd_store.update_leg(db, leg["sid"], {"call_sid": call_sid})
+        if status == "in-progress":
+            self.leg_answered(db, {**leg, "call_sid": leg["call_sid"] or call_sid}, call_sid)
+            return False
+        if status not in FINAL_CALL_STATUSES or leg["state"] == LegState.ENDED:
+            return False
+        changes: dict[str, Any] = {
+            "state": LegState.ENDED,
+            "ended_at": core.timestamp(now),
+            "updated_at": core.timestamp(now),
+        }
+        if leg["purpose"] == LegPurpose.QUEUE:
+            changes["result"] = status  # a callback's result is the customer's (below)
+        acd_store.update_leg(db, leg["sid"], changes)
+        self._leg_finished(db, leg, status, now)
+        return True
+
+    def callback_dialled(
+        self, db: database.Database, leg: dict[str, Any], dial_status: str
+    ) -> None:
+        """How the customer's phone answered a callback (the <Dial> action's DialCallStatus)."""
+        acd_store.update_leg(
+            db, leg["sid"], {"result": dial_status, "updated_at": core.timestamp(self.now())}
+        )
+
+    def _leg_finished(
+        self, db: database.Database, leg: dict[str, Any], status: str, now: datetime
+    ) -> None:
+        """Note how a leg ended: on the caller's timeline, or as a callback attempt."""
+        if leg["purpose"] == LegPurpose.QUEUE and leg["caller_call_sid"]:
+            answered = leg["state"] == LegState.ANSWERED or leg.get("answered_at")
+            self._caller_event(
+                db,
+                leg,
+                {"leg": leg["sid"], "state": "ended", "answered": bool(answered), "result": status},
+            )
+            return
+        if leg["purpose"] != LegPurpose.CALLBACK or not leg["ticket_number"]:
+            return
+        current = acd_store.get_leg(db, leg["sid"]) or leg
+        if current["result"] in ("completed", "answered"):
+            result = "answered"
+        elif current["result"] in FAILED_CALLBACK_RESULTS:
+            result = current["result"]
+        else:
+            # The operator's own phone did not take the call: the customer was never dialled.
+            result = f"operator-{status}" if status != "completed" else "failed"
+        if current["result"] != result:
+            acd_store.update_leg(db, leg["sid"], {"result": result})
+        failed = result != "answered"
+        acd_store.record_callback_result(db, leg["ticket_number"], result, failed)
+        audit_store.add_audit(
+            db,
+            now,
+            leg["operator_id"],
+            AuditAction.CALLBACK,
+            leg["ticket_number"],
+            {"leg": leg["sid"], "result": result},
+        )
+
+    # SMS -------------------------------------------------------------------------------
+
+    def send_pending_sms(self, db: database.Database) -> int:
+        """Send the tickets' SMS that are due; retry failures with back-off. Returns sent."""
+        sent = 0
+        for message in acd_store.sms_to_send(db, self.now()):
+            now = self.now()
+            with database.write_transaction(db):
+                if not acd_store.claim_sms(db, message["ticket_number"], now, now + PLACING_LEASE):
+                    continue
+            attempt = message["attempts"] + 1
+            try:
+                message_sid = self.api.send_message(
+                    to=message["to_number"],
+                    from_=self.settings.sms_from,
+                    body=message["body"],
+                    status_callback=self._url(SMS_STATUS_URL),
+                )
+            except Exception as error:  # noqa: BLE001 - a failed SMS never stops anything else
+                self._sms_failed(db, message, attempt, error)
+                continue
+            with database.write_transaction(db):
+                acd_store.update_sms(
+                    db,
+                    message["ticket_number"],
+                    {
+                        "message_sid": message_sid,
+                        "status": "queued",
+                        "error": None,
+                        "updated_at": core.timestamp(self.now()),
+                    },
+                )
+                self._sms_event(db, message, {"status": "queued", "message_sid": message_sid})
+            sent += 1
+        return sent
+
+    def _sms_failed(
+        self, db: database.Database, message: dict[str, Any], attempt: int, error: Exception
+    ) -> None:
+        retryable = bool(getattr(error, "retryable", True))
+        give_up = not retryable or attempt >= MAX_SMS_ATTEMPTS
+        self._note_failure(message["call_sid"], error)
+        log.warning(
+            "sending the ticket's SMS failed: %s",
+            "giving up" if give_up else "retrying",
+            extra={
+                "call_sid": message["call_sid"],
+                "ticket_number": message["ticket_number"],
+                "error": str(error)[:200],
+                "attempt": attempt,
+            },
+        )
+        changes: dict[str, Any] = {
+            "error": str(error)[:200],
+            "updated_at": core.timestamp(self.now()),
+        }
+        if give_up:
+            changes["status"] = "failed"
+        else:
+            self.health_record.retries += 1
+            changes["next_attempt_at"] = core.timestamp(self.now() + backoff(attempt))
+        with database.write_transaction(db):
+            acd_store.update_sms(db, message["ticket_number"], changes)
+            if give_up:
+                self._sms_event(db, message, {"status": "failed", "error": str(error)[:200]})
+
+    def _sms_event(self, db: database.Database, message: dict[str, Any], detail: dict) -> None:
+        call_sid = message["call_sid"]
+        call_store.add_event(
+            db,
+            call_sid,
+            call_store.current_seq(db, call_sid),
+            self.desk.now(),
+            EventKind.SMS,
+            None,
+            {"ticket_number": message["ticket_number"], **detail},
+        )
+
+    def sms_status(self, db: database.Database, message_sid: str, status: str) -> bool:
+        """A message's status callback (inside the webhook's transaction); False if unknown."""
+        message = acd_store.sms_by_sid(db, message_sid)
+        if message is None:
+            return False
+        if message["status"] == status:
+            return True
+        acd_store.update_sms(
+            db,
+            message["ticket_number"],
+            {"status": status, "updated_at": core.timestamp(self.now())},
+        )
+        self._sms_event(db, message, {"status": status, "message_sid": message_sid})
+        if status in ("failed", "undelivered"):
+            log.warning(
+                "the ticket's SMS was not delivered",
+                extra={"call_sid": message["call_sid"], "ticket_number": message["ticket_number"]},
+            )
+        return True
+
+    # Reconciliation --------------------------------------------------------------------
+
+    def reconcile(self, db: database.Database) -> int:
+        """Ask Twilio for the final status of calls and legs whose end never reached us.
+
+        A status callback refused while the database was locked (Twilio does not retry
+        those) or simply lost leaves a call without an end: after
+        IVR_RECONCILE_AFTER_MINUTES the REST API says how it really ended.
+        """
+        age = timedelta(minutes=self.settings.reconcile_after_minutes)
+        fixed = 0
+        cutoff = core.timestamp(self.desk.clock.now() - age)
+        for call in acd_store.calls_without_end(db, cutoff):
+            fixed += self._reconcile_call(db, call["call_sid"])
+        for leg in acd_store.unfinished_legs(db, self.now() - age):
+            info = self._fetch(leg["call_sid"])
+            if info and info.get("status") in FINAL_CALL_STATUSES:
+                with database.write_transaction(db):
+                    current = acd_store.get_leg(db, leg["sid"])
+                    if current and current["state"] != LegState.ENDED:
+                        self.leg_status(db, current, leg["call_sid"], info["status"])
+                        fixed += 1
+        return fixed
+
+    def _fetch(self, call_sid: str) -> dict | None:
+        try:
+            return self.api.fetch_call(call_sid)
+        except Exception as error:  # noqa: BLE001 - tried again at the next reconciliation
+            self._note_failure(call_sid, error)
+            log.warning(
+                "fetching a call's status failed; trying again later",
+                extra={"call_sid": call_sid, "error": str(error)[:200]},
+            )
+            return None
+
+    def _reconcile_call(self, db: database.Database, call_sid: str) -> int:
+        info = self._fetch(call_sid)
+        status = (info or {}).get("status")
+        if status not in FINAL_CALL_STATUSES:
+            return 0
+        duration = str((info or {}).get("duration") or "")
+        with database.write_transaction(db):
+            call = call_store.get_call(db, call_sid)
+            if call is None or call["ended_at"]:
+                return 0
+            self.desk.call_status(
+                db,
+                call_sid,
+                status,
+                duration if is_ascii_number(duration) else "",
+                to_number=call["to_number"] or "",
+                from_number=call["from_number"] or "",
+                account_sid=call["account_sid"] or "",
+            )
+            call_store.add_event(
+                db,
+                call_sid,
+                call_store.current_seq(db, call_sid),
+                self.desk.now(),
+                EventKind.RECONCILED,
+                None,
+                {"status": status, "duration": duration},
+            )
+        log.info("call reconciled from the REST API", extra={"call_sid": call_sid})
+        return 1
+
+    # Health ----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz shows: configured, running, REST failures and pending retries."""
+        record = self.health_record
+        return {
+            "configured": self.api is not None,
+            "sweeping": self._thread is not None and self._thread.is_alive(),
+            "failures": record.failures,
+            "retries": record.retries,
+            "last_error": record.last_error,
+            "last_error_call_sid": record.last_call_sid,
+            "last_error_at": record.last_at,
+        }
+
+
+def line_number(settings: Any, call: dict[str, Any] | None) -> str:
+    """The number callers reached (if an E.164 number), else the line's main number."""
+    if call and (call.get("to_number") or "").startswith("+"):
+        return call["to_number"]
+    if call and call.get("line") == Line.INTERNATIONAL:
+        return settings.international_number
+    return settings.domestic_number
