@@ -22,6 +22,7 @@ from ivr.accounts import (
 )
 from ivr.call_log import call_record
 from ivr.config import ConfigError, load_settings
+from ivr.db import acd as acd_store
 from ivr.db import audit as audit_store
 from ivr.db import calls as call_store
 from ivr.db import operators as roster_store
@@ -30,7 +31,7 @@ from ivr.demo import seed_demo_roster
 from ivr.logs import mask_phone
 from ivr.operators import parse_languages, parse_shift, validate_endpoint
 from ivr.tickets import is_valid_ticket_number
-from ivr.vocabulary import AuditAction, Line, Role, TicketStatus, values
+from ivr.vocabulary import AuditAction, Line, Presence, Role, TicketStatus, values
 
 TICKET_STATUSES = values(TicketStatus)
 # The emulated media host of `ivr call`; `make run` allows recordings from 127.0.0.1:this only.
@@ -220,7 +221,7 @@ def operators_list(as_json: bool) -> None:
         click.echo(
             f"{row['id']:>4}  {row['full_name']:<32} {row['languages']:<6} "
             f"{row['shift_start']}-{row['shift_end']}  {row['endpoint']:<28} "
-            f"open tickets: {row['open_tickets']:<4} {state}"
+            f"open tickets: {row['open_tickets']:<4} {state} {row.get('presence', '')}"
         )
 
 
@@ -235,6 +236,33 @@ def operators_deactivate(operator: str) -> None:
     with database.write_transaction(db):
         roster_store.set_operator_active(db, row["id"], False)
     click.echo(f"deactivated operator {row['id']}: {row['full_name']}")
+
+
+@operators.command("status")
+@click.argument("login")
+@click.argument("presence", type=click.Choice(values(Presence)))
+def operators_status(login: str, presence: str) -> None:
+    """Set LOGIN (or an id) available for queued callers, or away."""
+    db = _open_db()
+    row = roster_store.get_operator(db, login.strip())
+    if row is None:
+        raise click.ClickException(f"no operator {login!r}")
+    now = datetime.now(UTC)
+    with database.write_transaction(db):
+        changed = acd_store.set_presence(db, row["id"], presence, now)
+        audit_store.add_audit(
+            db,
+            now,
+            None,
+            AuditAction.PRESENCE,
+            row["login"] or str(row["id"]),
+            {"from": row.get("presence"), "to": presence, "by": "cli"},
+        )
+    click.echo(
+        f"operator {row['id']} ({row['full_name']}) is {presence}"
+        + ("" if changed else " (unchanged)")
+        + ("; the running service rings them within seconds" if presence == "available" else "")
+    )
 
 
 @operators.command("unlock")

@@ -35,6 +35,28 @@
     body.replaceChildren(rows);
     empty.hidden = data.calls.length > 0;
     updated.textContent = data.updated;
+    drawQueue(data.queue || []);
+  }
+
+  // The queue: who waits, how long, which operator is being rung.
+  var queueTable = document.getElementById("live-queue");
+  var queueEmpty = document.getElementById("queue-empty");
+  var queueColumns = ["caller", "language", "ticket_number", "waiting", "ringing"];
+
+  function drawQueue(queue) {
+    if (!queueTable) { return; }
+    var rows = document.createDocumentFragment();
+    queue.forEach(function (entry) {
+      var tr = document.createElement("tr");
+      queueColumns.forEach(function (name) {
+        var td = document.createElement("td");
+        td.textContent = entry[name] == null ? "" : String(entry[name]);
+        tr.appendChild(td);
+      });
+      rows.appendChild(tr);
+    });
+    queueTable.querySelector("tbody").replaceChildren(rows);
+    if (queueEmpty) { queueEmpty.hidden = queue.length > 0; }
   }
 
   function poll() {

@@ -94,14 +94,19 @@ MESSAGES: dict[str, dict[str, str]] = {
         "presence_changed": "Статус: {presence}.",
         "nav_callbacks": "Перезвонить",
         "callbacks_title": "Обратные звонки",
-        "callbacks_hint": "Просьбы перезвонить после закрытия линии и звонившие, ушедшие из очереди; старые сверху.",
+        "callbacks_list_hint": (
+            "Просьбы перезвонить после закрытия линии и звонившие, ушедшие из очереди; "
+            "старые сверху."
+        ),
         "callbacks_empty": "Перезванивать некому.",
         "callback_requested": "Просьба",
         "callback_attempts": "Попыток",
         "callback_last_result": "Последний результат",
         "callback_call": "Перезвонить",
         "callback_calling": "Звоним…",
-        "callback_placed": "Сейчас зазвонит ваш телефон ({endpoint}); после подсказки соединим с клиентом.",
+        "callback_placed": (
+            "Сейчас зазвонит ваш телефон ({endpoint}); после подсказки соединим с клиентом."
+        ),
         "callback_busy": "Вы уже на звонке: дождитесь его конца.",
         "callback_unavailable": "Звонки через Twilio не настроены.",
         "callback_three_failed": "Три попытки перезвонить не удались.",
@@ -299,14 +304,18 @@ MESSAGES: dict[str, dict[str, str]] = {
         "presence_changed": "Status: {presence}.",
         "nav_callbacks": "Callbacks",
         "callbacks_title": "Callbacks",
-        "callbacks_hint": "After-hours requests and callers who left the queue for a callback; oldest first.",
+        "callbacks_list_hint": (
+            "After-hours requests and callers who left the queue for a callback; oldest first."
+        ),
         "callbacks_empty": "Nobody to call back.",
         "callback_requested": "Requested",
         "callback_attempts": "Attempts",
         "callback_last_result": "Last result",
         "callback_call": "Call back",
         "callback_calling": "Calling…",
-        "callback_placed": "Your phone ({endpoint}) rings now; after the whisper you are connected to the customer.",
+        "callback_placed": (
+            "Your phone ({endpoint}) rings now; after the whisper you reach the customer."
+        ),
         "callback_busy": "You are already on a call: wait until it ends.",
         "callback_unavailable": "Calls through Twilio are not configured.",
         "callback_three_failed": "Three callback attempts failed.",

@@ -162,9 +162,12 @@ def _live_rows() -> list[dict[str, Any]]:
 @bp.get("/live")
 def live():
     """Calls in progress; the page polls live.json (and meta-refreshes without JavaScript)."""
+    from ivr.web.console.acd import queue_rows
+
     return render_template(
         "console/live.html",
         calls=_live_rows(),
+        queue=queue_rows(),
         updated=format_moscow(database.timestamp(service_now()), "time"),
     )
 
@@ -172,9 +175,12 @@ def live():
 @bp.get("/live.json")
 def live_json():
     """Calls in progress as JSON for the live page's polling."""
+    from ivr.web.console.acd import queue_rows
+
     return jsonify(
         {
             "calls": _live_rows(),
+            "queue": queue_rows(),
             "updated": format_moscow(database.timestamp(service_now()), "time"),
         }
     )

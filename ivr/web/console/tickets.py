@@ -7,6 +7,7 @@ from typing import Any
 from flask import abort, flash, g, make_response, redirect, render_template, request, url_for
 
 from ivr.config import CATEGORIES
+from ivr.db import acd as acd_store
 from ivr.db import calls as call_store
 from ivr.db import operators as roster_store
 from ivr.db import search
@@ -85,6 +86,7 @@ def ticket_detail(number: str):
         "console/ticket.html",
         ticket=ticket,
         notes=ticket_store.ticket_notes(get_db(), ticket["number"]),
+        attempts=acd_store.callback_attempts(get_db(), ticket["number"]),
         may_change=_may_change(ticket),
         call=call_store.get_call(get_db(), ticket["call_sid"]) if ticket["call_sid"] else None,
     )
