@@ -67,7 +67,8 @@ def every_twiml_answer_passes_the_strict_table(monkeypatch):
 
         if not body:  # a notification's (status, recording status) stored empty answer
             return answer(body)
-        verbs = WAIT_URL_VERBS if request.endpoint == "voice.queue_wait" else None
+        waiting = request.endpoint in ("voice.queue_wait", "voice.queue_offer")
+        verbs = WAIT_URL_VERBS if waiting else None
         try:
             check(body, allowed_verbs=verbs)
         except TwimlRefused as error:  # noted here: the app's error handler would hide it
