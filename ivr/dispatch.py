@@ -154,8 +154,12 @@ class Dispatcher:
 
     def start(self) -> None:
         """Run the sweep on a background thread (every IVR_DISPATCH_INTERVAL seconds)."""
-        if self._thread is not None or self.settings.dispatch_interval_seconds <= 0:
-            return
+        if (
+            self.api is None
+            or self._thread is not None
+            or self.settings.dispatch_interval_seconds <= 0
+        ):
+            return  # nothing to place without the REST adapter
         self._thread = threading.Thread(target=self._loop, name="ivr-dispatcher", daemon=True)
         self._thread.start()
 

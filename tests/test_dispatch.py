@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
+from conftest import AUTH_TOKEN, DEMO_OPERATORS, OPEN_NOW, add_operators
 
 from ivr import db as database
 from ivr.db import acd as acd_store
@@ -22,8 +23,6 @@ from ivr.emulator.http import new_sid, sign
 from ivr.hours import Clock, parse_instant
 from ivr.operators import Operator
 from ivr.web.app import create_app
-
-from conftest import AUTH_TOKEN, DEMO_OPERATORS, OPEN_NOW, add_operators
 
 BASE = "http://localhost"
 
