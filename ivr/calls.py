@@ -99,6 +99,38 @@ class CallDesk:
             for line, numbers in self.settings.line_numbers.items()
         }
 
+    def _call_row(
+        self,
+        call_sid: str,
+        known: dict[str, Any] | None,
+        now: datetime,
+        *,
+        step: str,
+        to_number: str,
+        from_number: str,
+        account_sid: str,
+        status: str,
+    ) -> dict[str, Any]:
+        """The row of a call starting now (over a bare row a status callback may have made)."""
+        known = known or {}
+        return {
+            **known,
+            "call_sid": call_sid,
+            "account_sid": account_sid,
+            "line": self.line_for(to_number),
+            "to_number": to_number,
+            "from_number": from_number,
+            "started_at": known.get("started_at") or timestamp(now),
+            "updated_at": timestamp(now),
+            "status": known.get("status") or status,
+            "step": step,
+            "seq": known.get("seq", 0),
+            "state": "{}",
+            "outcome": None,
+            "after_hours": int(not is_open(now, self.settings.opening_hours)),
+            "simulated_now": None,
+        }
+
     # Webhooks --------------------------------------------------------------------------
 
     def start_call(
@@ -121,25 +153,19 @@ class CallDesk:
             known["step"] != Step.START or known["status"] in FINAL_CALL_STATUSES
         ):
             return CallContext(self, db, known, now).reprompt()
-        line = self.line_for(to_number)
-        open_now = is_open(now, self.settings.opening_hours)
-        row = {
-            "call_sid": call_sid,
-            "account_sid": account_sid,
-            "line": line,
-            "to_number": to_number,
-            "from_number": from_number,
-            "started_at": timestamp(now),
-            "updated_at": timestamp(now),
-            "status": (known or {}).get("status") or status or "ringing",
-            "step": Step.START,
-            "seq": 0,
-            "state": "{}",
-            "outcome": None,
-            "after_hours": int(not open_now),
-            # A simulated call keeps its instant for every later webhook (see CallContext).
-            "simulated_now": now.isoformat() if simulated_now else None,
-        }
+        row = self._call_row(
+            call_sid,
+            known,
+            now,
+            step=Step.START,
+            to_number=to_number,
+            from_number=from_number,
+            account_sid=account_sid,
+            status=status or "ringing",
+        )
+        # A simulated call keeps its instant for every later webhook (see CallContext).
+        row["simulated_now"] = now.isoformat() if simulated_now else None
+        line, open_now = row["line"], not row["after_hours"]
         context = CallContext(self, db, row, now, new=known is None)
         context.event(EventKind.CALL_STARTED, {"line": line, "to": to_number, "open": open_now})
         return context.advance(flow.CallStarted(line, open_now, self.speech_languages()))
@@ -200,25 +226,17 @@ class CallDesk:
         known = call_store.get_call(db, call_sid)
         if known is None or known["step"] == Step.START:
             now = self.now()
-            line = self.line_for(to_number)
-            open_now = is_open(now, self.settings.opening_hours)
-            row = {
-                **(known or {}),
-                "call_sid": call_sid,
-                "account_sid": account_sid,
-                "line": line,
-                "to_number": to_number,
-                "from_number": from_number,
-                "started_at": (known or {}).get("started_at") or timestamp(now),
-                "updated_at": timestamp(now),
-                "status": (known or {}).get("status") or "in-progress",
-                "step": Step.FALLBACK,
-                "seq": (known or {}).get("seq", 0),
-                "state": "{}",
-                "outcome": None,
-                "after_hours": int(not open_now),
-                "simulated_now": None,
-            }
+            row = self._call_row(
+                call_sid,
+                known,
+                now,
+                step=Step.FALLBACK,
+                to_number=to_number,
+                from_number=from_number,
+                account_sid=account_sid,
+                status="in-progress",
+            )
+            line, open_now = row["line"], not row["after_hours"]
             context = CallContext(self, db, row, now, new=known is None)
             context.state = flow.CallState(line=line, is_open=open_now, step=Step.FALLBACK)
         else:
