@@ -196,3 +196,11 @@ def speech_server(tmp_path):
     yield start
     for server in servers:
         server.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many TwiML answers were checked against the strict table in this run."""
+    if CHECKED_TWIML["documents"]:
+        terminalreporter.write_line(
+            f"TwiML answers checked against Twilio's table: {CHECKED_TWIML['documents']}"
+        )
