@@ -121,14 +121,9 @@ def decode_utterance(
             # An endpoint closed a segment; its result is lost unless taken now.
             segments.append(recogniser.Result())
     segments.append(recogniser.FinalResult())
-    token = unknown_word_token(model)
     words = []
     for segment in segments:
-        for item in json.loads(segment).get("result", []):
-            word = "[unk]" if item["word"] == token else item["word"]
-            words.append(
-                (word, float(item.get("conf", 1.0)), float(item["start"]), float(item["end"]))
-            )
+        words.extend(words_of(segment))
     return {
         "words": words,
         "mode": mode,
@@ -143,3 +138,84 @@ def describe_vocabulary(model_dir: str, words: Sequence[str]) -> dict[str, Any]:
     model = load_model(model_dir)
     present, missing = check_vocabulary(model, [w for w in words if w.strip()])
     return {"present": present, "missing": missing, "unknown_word_token": unknown_word_token(model)}
+
+
+def words_of(result: str | dict[str, Any]) -> list[tuple[str, float, float, float]]:
+    """The words of one Vosk JSON result, any unknown-word token spelled "[unk]"."""
+    data = json.loads(result) if isinstance(result, str) else result
+    words = []
+    for item in data.get("result", []) or []:
+        word = "[unk]" if item["word"] in UNKNOWN_WORD_TOKENS else item["word"]
+        words.append((word, float(item.get("conf", 1.0)), float(item["start"]), float(item["end"])))
+    return words
+
+
+class StreamDecoder:
+    """One utterance decoded as its audio arrives (in a worker; one recogniser per stream).
+
+    A grammar with nothing of it in the model's vocabulary falls back to free speech, as the
+    batch service does after "grammar_out_of_vocabulary": the caller is not made to repeat.
+    """
+
+    def __init__(self, model_dir: str, sample_rate: int, grammar: Sequence[str] | None) -> None:
+        vosk = vosk_module()
+        model = load_model(model_dir)
+        self.mode = "free"
+        self.dropped: list[str] = []
+        self.grammar_error: str | None = None
+        recogniser = None
+        if grammar is not None and supports_runtime_grammar(model_dir):
+            try:
+                phrases, self.dropped = build_grammar(model, grammar)
+            except GrammarError as error:
+                self.grammar_error = str(error)
+                self.dropped = list(grammar)
+            else:
+                recogniser = vosk.KaldiRecognizer(
+                    model, sample_rate, json.dumps(phrases, ensure_ascii=False)
+                )
+                self.mode = "grammar"
+        self.recogniser = recogniser or vosk.KaldiRecognizer(model, sample_rate)
+        self.recogniser.SetWords(True)
+        self.words: list[tuple[str, float, float, float]] = []
+        self.partial = ""
+        self.processing_seconds = 0.0
+
+    def opened(self) -> dict[str, Any]:
+        """What the parent learns when the stream opens."""
+        return {
+            "kind": "opened",
+            "mode": self.mode,
+            "dropped": self.dropped,
+            "grammar_error": self.grammar_error,
+        }
+
+    def accept(self, pcm: bytes) -> dict[str, Any]:
+        """Feed audio; report an endpoint with words, a changed partial, or just progress."""
+        started = time.perf_counter()
+        try:
+            if self.recogniser.AcceptWaveform(pcm):
+                segment = words_of(self.recogniser.Result())
+                self.words.extend(segment)
+                self.partial = ""
+                return {"kind": "endpoint", "words": segment} if segment else {"kind": "ack"}
+            partial = json.loads(self.recogniser.PartialResult()).get("partial", "")
+        finally:
+            self.processing_seconds += time.perf_counter() - started
+        if partial != self.partial:
+            self.partial = partial
+            return {"kind": "partial", "text": partial}
+        return {"kind": "ack"}
+
+    def finish(self) -> dict[str, Any]:
+        """The utterance is over: every word heard, and what decoding cost."""
+        started = time.perf_counter()
+        self.words.extend(words_of(self.recogniser.FinalResult()))
+        self.processing_seconds += time.perf_counter() - started
+        return {
+            "kind": "final",
+            "words": self.words,
+            "mode": self.mode,
+            "dropped": self.dropped,
+            "processing_seconds": self.processing_seconds,
+        }

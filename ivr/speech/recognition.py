@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 DEFAULT_SAMPLE_RATE = 16000
 # Unknown-word tokens, best first: most Vosk models call it "[unk]", the Korean small
@@ -74,6 +74,38 @@ class Recognition:
             processing_seconds=processing_seconds,
             audio_seconds=audio_seconds,
             ok=False,
+            reason=reason,
+            language=language,
+            dropped_words=tuple(dropped_words),
+        )
+
+    @classmethod
+    def from_words(
+        cls,
+        words: Sequence[Sequence[Any]],
+        *,
+        language: str,
+        mode: str,
+        model_name: str,
+        processing_seconds: float,
+        audio_seconds: float,
+        dropped_words: Sequence[str] = (),
+    ) -> Recognition:
+        """Build the result of a decode from its words ("[unk]" alone means no match)."""
+        heard_words = tuple(Word(*item) for item in words)
+        heard = [w for w in heard_words if w.word != "[unk]"]
+        reason = None if heard else ("no_match" if heard_words else "no_speech")
+        return cls(
+            text=" ".join(w.word for w in heard_words),
+            words=heard_words,
+            confidence=(
+                sum(w.conf for w in heard_words) / len(heard_words) if heard_words else 0.0
+            ),
+            mode=mode,
+            model_name=model_name,
+            processing_seconds=processing_seconds,
+            audio_seconds=audio_seconds,
+            ok=reason is None,
             reason=reason,
             language=language,
             dropped_words=tuple(dropped_words),

@@ -61,6 +61,7 @@ from ivr.speech.workers import (
     Worker,
     WorkerCrashed,
     WorkerTimeout,
+    spawn_ready_worker,
 )
 
 __all__ = [
@@ -148,39 +149,32 @@ class SpeechEngine:
 
     def _bring_up_worker(self) -> None:
         """Spawn a worker and wait for it, retrying with back-off if it dies while loading."""
-        delay = 1.0
-        while not self._closed:
-            worker = Worker(self._context, self._model_dirs, self._log_level, "ivr-speech-worker")
-            try:
-                worker.wait_ready(self._load_timeout)
-            except (WorkerCrashed, WorkerTimeout) as error:
-                worker.kill()
-                with self._lock:
-                    self._counters["start_failures"] += 1
-                logger.error(
-                    "speech worker failed to start (%s); retrying in %.0f s",
-                    "crashed" if isinstance(error, WorkerCrashed) else "timed out",
-                    delay,
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, 60.0)
-                continue
-            for language, status in worker.models.items():
-                if not status.get("ok"):
-                    logger.error(
-                        "speech model for %r failed to load: %s", language, status.get("error")
-                    )
-            with self._lock:
-                closed = self._closed
-                if not closed:
-                    self._workers.append(worker)
-                    self._worker_models = worker.models
-                    self._counters["started"] += 1
-            if closed:
-                worker.stop()
-            else:
-                self._idle.put(worker)
+        worker = spawn_ready_worker(
+            self._context,
+            self._model_dirs,
+            log_level=self._log_level,
+            name="ivr-speech-worker",
+            load_timeout=self._load_timeout,
+            is_closed=lambda: self._closed,
+            on_start_failure=self._count_start_failure,
+        )
+        if worker is None:
             return
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._workers.append(worker)
+                self._worker_models = worker.models
+                self._counters["started"] += 1
+        if closed:
+            worker.stop()
+        else:
+            self._idle.put(worker)
+
+    def _count_start_failure(self) -> None:
+        """Count a worker that died or hung while loading its models."""
+        with self._lock:
+            self._counters["start_failures"] += 1
 
     def wait_until_ready(self, timeout: float = DEFAULT_LOAD_TIMEOUT) -> bool:
         """Block until every worker has loaded its models (False on timeout)."""
@@ -404,20 +398,13 @@ class SpeechEngine:
         if payload.get("reason") == "grammar_out_of_vocabulary":
             logger.error("speech grammar unusable for %r: %s", job.language, payload["error"])
             return fail("grammar_out_of_vocabulary", dropped)
-        words = tuple(Word(*item) for item in payload.get("words", ()))
-        heard = [w for w in words if w.word != "[unk]"]
-        reason = None if heard else ("no_match" if words else "no_speech")
-        return Recognition(
-            text=" ".join(w.word for w in words),
-            words=words,
-            confidence=sum(w.conf for w in words) / len(words) if words else 0.0,
+        return Recognition.from_words(
+            payload.get("words", ()),
+            language=job.language,
             mode=payload.get("mode", job.mode),
             model_name=name,
             processing_seconds=payload.get("processing_seconds", 0.0),
             audio_seconds=job.audio_seconds,
-            ok=reason is None,
-            reason=reason,
-            language=job.language,
             dropped_words=dropped,
         )
 

@@ -13,10 +13,17 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ivr.speech.decoding import decode_utterance, describe_vocabulary, load_model, vosk_module
+from ivr.speech.decoding import (
+    StreamDecoder,
+    decode_utterance,
+    describe_vocabulary,
+    load_model,
+    vosk_module,
+)
 
 logger = logging.getLogger("ivr.speech")
 
@@ -50,6 +57,7 @@ def worker_main(conn: Connection, model_dirs: dict[str, str], log_level: int) ->
             else:
                 models[language] = {"ok": True, "load_seconds": time.perf_counter() - started}
     conn.send(("ready", {"pid": os.getpid(), "models": models}))
+    streams: dict[str, StreamDecoder] = {}
     while True:
         try:
             message = conn.recv()
@@ -63,6 +71,8 @@ def worker_main(conn: Connection, model_dirs: dict[str, str], log_level: int) ->
                 reply: tuple[str, Any] = ("result", decode_utterance(*args))
             elif kind == "describe":
                 reply = ("result", describe_vocabulary(*args))
+            elif kind.startswith("stream_"):
+                reply = ("stream", args[0], _stream_step(streams, kind, args))
             elif kind == "crash_for_test":
                 os.abort()  # test hook: die the way a Kaldi crash does
             elif kind == "hang_for_test":
@@ -71,8 +81,33 @@ def worker_main(conn: Connection, model_dirs: dict[str, str], log_level: int) ->
             else:
                 reply = ("error", f"unknown request {kind!r}")
         except Exception as error:
-            reply = ("error", f"{type(error).__name__}: {error}")
+            failure = f"{type(error).__name__}: {error}"
+            if kind.startswith("stream_"):
+                streams.pop(args[0], None)
+                reply = ("stream", args[0], {"kind": "error", "error": failure})
+            else:
+                reply = ("error", failure)
         conn.send(reply)
+
+
+def _stream_step(streams: dict[str, StreamDecoder], kind: str, args: list[Any]) -> dict[str, Any]:
+    """One streaming request: open, audio, end (the final result) or close."""
+    stream_id = args[0]
+    if kind == "stream_open":
+        streams[stream_id] = StreamDecoder(*args[1:])
+        return streams[stream_id].opened()
+    if kind == "stream_close":
+        streams.pop(stream_id, None)
+        return {"kind": "closed"}
+    decoder = streams.get(stream_id)
+    if decoder is None:
+        return {"kind": "error", "error": "no such stream"}
+    if kind == "stream_audio":
+        return decoder.accept(args[1])
+    if kind == "stream_end":
+        del streams[stream_id]
+        return decoder.finish()
+    return {"kind": "error", "error": f"unknown request {kind!r}"}
 
 
 # --- parent side ----------------------------------------------------------------------
@@ -155,3 +190,43 @@ class Worker:
             pass
         self.process.join(grace)
         self.kill()
+
+
+def spawn_ready_worker(
+    context: Any,
+    model_dirs: dict[str, str],
+    *,
+    log_level: int,
+    name: str,
+    load_timeout: float,
+    is_closed: Callable[[], bool],
+    on_start_failure: Callable[[], None] = lambda: None,
+) -> Worker | None:
+    """Start a worker and wait for its models, retrying with back-off if it dies loading.
+
+    Returns None when the owner closed meanwhile. Models that failed to load are logged;
+    the worker still serves the others.
+    """
+    delay = 1.0
+    while not is_closed():
+        worker = Worker(context, model_dirs, log_level, name)
+        try:
+            worker.wait_ready(load_timeout)
+        except (WorkerCrashed, WorkerTimeout) as error:
+            worker.kill()
+            on_start_failure()
+            logger.error(
+                "speech worker failed to start (%s); retrying in %.0f s",
+                "crashed" if isinstance(error, WorkerCrashed) else "timed out",
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 60.0)
+            continue
+        for language, status in worker.models.items():
+            if not status.get("ok"):
+                logger.error(
+                    "speech model for %r failed to load: %s", language, status.get("error")
+                )
+        return worker
+    return None
