@@ -218,7 +218,7 @@ def _merge_audio(batch: list[Any]) -> list[Any]:
                 merged[index] = (kind, stream_id, pcm + message[2])
                 continue
             last_audio[message[1]] = len(merged)
-        elif message is not _STOP:
+        elif message is not _STOP and len(message) > 1:
             last_audio.pop(message[1], None)  # audio after an end must not jump ahead of it
         merged.append(message)
     return merged

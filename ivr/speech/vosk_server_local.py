@@ -32,7 +32,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from ivr.speech.decoding import load_model, vosk_module
+from ivr.speech.decoding import load_model, vosk_module, warm_up
 
 logger = logging.getLogger("ivr.speech.vosk_server_local")
 
@@ -115,6 +115,7 @@ async def run_server(
     """Load the model and serve until cancelled."""
     vosk_module().SetLogLevel(-1)
     model = load_model(model_dir)
+    warm_up(model_dir, int(sample_rate))  # unlike alphacep's: the first caller is not slower
     pool = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1)
     faults = faults or Faults()
 

@@ -23,7 +23,9 @@ from ivr.speech.decoding import (
     describe_vocabulary,
     load_model,
     vosk_module,
+    warm_up,
 )
+from ivr.speech.recognition import model_sample_rate
 
 logger = logging.getLogger("ivr.speech")
 
@@ -52,6 +54,7 @@ def worker_main(conn: Connection, model_dirs: dict[str, str], log_level: int) ->
             started = time.perf_counter()
             try:
                 load_model(model_dir)
+                warm_up(model_dir, model_sample_rate(model_dir))
             except Exception as error:
                 models[language] = {"ok": False, "error": str(error)}
             else:
