@@ -134,9 +134,10 @@ class EndpointRules:
     """When an utterance counts as started and as over (tuned on the fixtures; see README).
 
     The trailing silence is the caller's dead air before anything can happen, so it is as
-    short as the fixtures allow: 0.6 s ends an utterance after the last digit, while the
-    pauses inside a spoken order number (commas between groups, 0.2-0.4 s with espeak-ng
-    and in our recordings) do not end it.
+    short as the fixtures allow. Measured with this detector on tests/fixtures/audio: the
+    longest pause inside a spoken order number is 0.20-0.32 s (digits and groups, ru and
+    en), inside a problem description 0.46-0.58 s. So 0.6 s ends an order number or a
+    yes/no right after the last word; a description needs a longer rule (1.0 s or more).
     """
 
     trailing_silence: float = 0.6
