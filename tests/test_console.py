@@ -478,26 +478,45 @@ def test_filters_line_outcome_category_operator_dates_and_mine(app, admin, opera
     assert listed(admin, line="1 OR 1=1", outcome="x", operator="1 OR 1=1") == set(sids)
 
 
-def test_call_log_paginates(app, admin, db):
-    for index in range(55):
+def insert_menu_calls(db, count: int) -> None:
+    """`count` finished calls on 26.11.2026, one a minute from 08:00 UTC, CA...0 first."""
+    for index in range(count):
+        at = datetime(2026, 11, 26, 8, tzinfo=UTC) + timedelta(minutes=index)
         call_store.insert_call(
             db,
             {
                 "call_sid": f"CA{index:032x}",
                 "line": "domestic",
                 "from_number": CALLER,
-                "started_at": f"2026-11-26T08:{index:02d}:00.000+00:00",
-                "updated_at": f"2026-11-26T08:{index:02d}:00.000+00:00",
-                "ended_at": f"2026-11-26T08:{index:02d}:30.000+00:00",
+                "started_at": database.timestamp(at),
+                "updated_at": database.timestamp(at),
+                "ended_at": database.timestamp(at + timedelta(seconds=30)),
                 "step": "ended",
                 "outcome": "hung_up_in_menu",
             },
         )
     db.conn.commit()
+
+
+def test_call_log_paginates(app, admin, db):
+    insert_menu_calls(db, 55)
     first, second = text(admin.get("/console/calls")), text(admin.get("/console/calls?page=2"))
     assert f"CA{54:032x}" in first and f"CA{4:032x}" not in first
     assert f"CA{4:032x}" in second and "Страница 2 из 2" in second
     assert 'rel="next"' in first and 'rel="prev"' in second
+
+
+def test_a_long_log_is_counted_up_to_the_limit_and_says_so(app, admin, db, monkeypatch):
+    monkeypatch.setattr("ivr.web.console.calls.COUNT_LIMIT", 100)
+    insert_menu_calls(db, 130)
+    first, last = text(admin.get("/console/calls")), text(admin.get("/console/calls?page=2"))
+    assert "Найдено звонков: 100+" in first and "Страница 1 из 2+" in first
+    assert 'rel="next"' in first and 'id="narrow-hint"' not in first
+    assert "Страница 2 из 2+" in last and 'rel="next"' not in last
+    assert 'id="narrow-hint"' in last  # older calls: narrow the dates
+    assert f"CA{30:032x}" in last and f"CA{29:032x}" not in last
+    found = text(admin.get("/console/calls?from=2026-11-26&to=2026-11-26&outcome=hung_up_in_menu"))
+    assert "Найдено звонков: 100+" in found
 
 
 def test_csv_export_has_the_filtered_calls_masked(app, admin, db):

@@ -12,6 +12,10 @@ from typing import Any
 
 from ivr.db.core import Database
 
+# A word search looks at the newest tickets (and notes) containing the words, this many:
+# a word in every other transcript would otherwise cost a sort of a year of calls.
+WORD_MATCHES = 10_001
+
 CALL_LOG_COLUMNS = (
     "c.call_sid, c.line, c.language, c.from_number, c.to_number, c.started_at, c.ended_at, "
     "c.status, c.duration, c.step, c.outcome, c.order_number, c.category, c.ticket_number, "
@@ -50,6 +54,12 @@ def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def phrase(text: str) -> str:
+    """An FTS5 query for the text as one literal substring (the trigram indexes match any
+    substring of three characters or more, case-folded; shorter text matches nothing)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
 @dataclass
 class Where:
     """A WHERE clause built from fixed fragments, with its bound parameters."""
@@ -62,10 +72,15 @@ class Where:
         self.clauses.append(clause)
         self.params.extend(params)
 
-    def equals(self, column: str, value: Any) -> None:
-        """AND column = value, unless the value is None ("any")."""
+    def equals(self, column: str, value: Any, use_index: bool = True) -> None:
+        """AND column = value, unless the value is None ("any").
+
+        `use_index=False` writes `+column` so SQLite does not pick that column's own index
+        (kept for another query) and then sort a year of rows; the list's time-ordered
+        index carries the column and decides it on index entries instead.
+        """
         if value is not None:
-            self.add(f"{column} = ?", value)
+            self.add(f"{'' if use_index else '+'}{column} = ?", value)
 
     def digits(self, table: str, alias: str, prefixed: tuple[str, ...], caller: str, text: str):
         """Rows where one of the `prefixed` columns starts with the digits or the caller's
@@ -109,28 +124,35 @@ def _call_where(filters: CallFilters) -> Where:
         where.digits("calls", "c", ("order_number", "ticket_number"), "from_number", filters.digits)
     if filters.text:
         where.add(
-            "c.call_sid IN (SELECT call_sid FROM tickets WHERE description LIKE ? ESCAPE '\\')",
-            "%" + like_escape(filters.text) + "%",
+            "c.call_sid IN (SELECT call_sid FROM tickets WHERE rowid IN "
+            "(SELECT rowid FROM ticket_words WHERE ticket_words MATCH ? "
+            "ORDER BY rowid DESC LIMIT ?))",
+            phrase(filters.text),
+            WORD_MATCHES,
         )
     return where
 
 
 def _ticket_where(filters: TicketFilters) -> Where:
     where = Where()
-    where.equals("t.status", filters.status)
+    where.equals("t.status", filters.status, use_index=False)  # tickets_operator_status
     where.equals("t.category", filters.category)
-    where.equals("t.operator_id", filters.operator_id)
+    where.equals("t.operator_id", filters.operator_id, use_index=False)
     if filters.after_hours is not None:
         where.add("t.after_hours = ?", int(filters.after_hours))
     if filters.digits:
         where.digits("tickets", "t", ("number", "order_number"), "caller_number", filters.digits)
     if filters.text:
-        pattern = "%" + like_escape(filters.text) + "%"
         where.add(
-            "(t.description LIKE ? ESCAPE '\\' OR t.number IN "
-            "(SELECT ticket_number FROM ticket_notes WHERE body LIKE ? ESCAPE '\\'))",
-            pattern,
-            pattern,
+            "t.rowid IN (SELECT rowid FROM (SELECT rowid FROM ticket_words "
+            "WHERE ticket_words MATCH ? ORDER BY rowid DESC LIMIT ?) "
+            "UNION SELECT tickets.rowid FROM tickets WHERE number IN (SELECT ticket_number "
+            "FROM ticket_notes WHERE id IN (SELECT rowid FROM note_words "
+            "WHERE note_words MATCH ? ORDER BY rowid DESC LIMIT ?)))",
+            phrase(filters.text),
+            WORD_MATCHES,
+            phrase(filters.text),
+            WORD_MATCHES,
         )
     return where
 
@@ -166,14 +188,20 @@ def _select(db, filters, limit: int, offset: int) -> Iterator[dict[str, Any]]:
         yield dict(found)
 
 
-def count(db: Database, filters: CallFilters | TicketFilters) -> int:
-    """How many calls or tickets match the filters."""
+def count(db: Database, filters: CallFilters | TicketFilters, up_to: int | None = None) -> int:
+    """How many calls or tickets match the filters, counting no further than `up_to`.
+
+    A bounded count stops after `up_to` matches, so a year of calls costs what a page of
+    them does; the console shows "10 000+" when the count reaches its bound.
+    """
     source, _, build, _ = _LISTS[type(filters)]
     where = build(filters)
-    return db.execute(
-        f"SELECT count(*) FROM {source} {where.sql}",  # noqa: S608 - fixed fragments
-        where.params,
-    ).fetchone()[0]
+    if up_to is None:
+        sql, params = f"SELECT count(*) FROM {source} {where.sql}", where.params  # noqa: S608
+    else:
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM {source} {where.sql} LIMIT ?)"  # noqa: S608
+        params = [*where.params, up_to]
+    return db.execute(sql, params).fetchone()[0]
 
 
 def live_calls(db: Database, active_since: str, limit: int = 200) -> list[dict[str, Any]]:

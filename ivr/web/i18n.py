@@ -74,6 +74,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "found_calls": "Найдено звонков: {count}",
         "no_calls": "Звонков не найдено.",
         "page_of": "Страница {page} из {pages}",
+        "narrow_to_see_older": "Показаны первые 10 000; более ранние — по фильтру дат.",
         "previous": "← Назад",
         "next": "Вперёд →",
         # Live
@@ -255,6 +256,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "found_calls": "Calls found: {count}",
         "no_calls": "No calls found.",
         "page_of": "Page {page} of {pages}",
+        "narrow_to_see_older": "The first 10 000 are shown; narrow the dates to see older ones.",
         "previous": "← Previous",
         "next": "Next →",
         "live_title": "Calls in progress",

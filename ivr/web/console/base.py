@@ -54,7 +54,11 @@ log = logging.getLogger("ivr.console")
 bp = Blueprint("console", __name__.rsplit(".", 1)[0], url_prefix="/console")
 
 PAGE_SIZE = 50
-MAX_PAGE = 100_000
+# Lists count matches this far and then say "10 000+"; their pages reach as far (older calls
+# are found by narrowing the dates), so no page costs more than counting 10 000 rows.
+COUNT_LIMIT = 10_000
+MAX_PAGE = COUNT_LIMIT // PAGE_SIZE
+MAX_AUDIT_PAGE = 100_000  # the audit trail has no filters: every page of it stays reachable
 MAX_SEARCH_LENGTH = 100
 LINES = values(Line)
 OUTCOMES = values(Outcome)
@@ -133,21 +137,26 @@ def safe_next(target: str | None) -> str:
     return url_for("console.dashboard")
 
 
-def page_arg() -> int:
+def page_arg(maximum: int = MAX_PAGE) -> int:
     """The page asked for (1 when absent or unusable)."""
     text = request.args.get("page", "1")
-    return min(int(text), MAX_PAGE) if text.isdigit() and int(text) > 0 else 1
+    return min(int(text), maximum) if text.isdigit() and int(text) > 0 else 1
 
 
-def pager(page: int, total: int) -> dict[str, Any]:
-    """Where a page is among the pages of a list."""
-    pages = max(1, math.ceil(total / PAGE_SIZE))
+def pager(page: int, total: int, limit: int | None = None) -> dict[str, Any]:
+    """Where a page is among the pages of a list; `total` past `limit` reads "10 000+"."""
+    capped = limit is not None and total > limit
+    pages = max(1, math.ceil((limit if capped else total) / PAGE_SIZE))
     return {
         "page": page,
         "pages": pages,
+        "pages_text": f"{pages}+" if capped else str(pages),
         "total": total,
+        "total_text": f"{limit:,}+".replace(",", " ") if capped else str(total),
+        "capped": capped,
         "has_prev": page > 1,
         "has_next": page < pages,
+        "last": page >= pages,
     }
 
 

@@ -34,6 +34,7 @@ from ivr.hours import in_moscow
 from ivr.logs import mask_phone
 from ivr.vocabulary import AuditAction, Role
 from ivr.web.console.base import (
+    COUNT_LIMIT,
     LINES,
     OUTCOMES,
     PAGE_SIZE,
@@ -87,12 +88,12 @@ def calls():
     db = get_db()
     filters = _call_filters()
     page = page_arg()
-    total = search.count(db, filters)
+    total = search.count(db, filters, up_to=COUNT_LIMIT + 1)
     rows = search.search(db, filters, PAGE_SIZE, (page - 1) * PAGE_SIZE)
     return render_template(
         "console/calls.html",
         calls=rows,
-        pager=pager(page, total),
+        pager=pager(page, total, COUNT_LIMIT),
         args=filter_args(CALL_FILTER_ARGS),
         operators=roster_store.list_operators(db),
     )

@@ -13,6 +13,7 @@ from ivr.db import search
 from ivr.db import tickets as ticket_store
 from ivr.vocabulary import AuditAction
 from ivr.web.console.base import (
+    COUNT_LIMIT,
     PAGE_SIZE,
     TICKET_STATUSES,
     audited,
@@ -46,11 +47,11 @@ def tickets():
         text=words,
     )
     page = page_arg()
-    total = search.count(db, filters)
+    total = search.count(db, filters, up_to=COUNT_LIMIT + 1)
     return render_template(
         "console/tickets.html",
         tickets=search.search(db, filters, PAGE_SIZE, (page - 1) * PAGE_SIZE),
-        pager=pager(page, total),
+        pager=pager(page, total, COUNT_LIMIT),
         args=filter_args(TICKET_FILTER_ARGS),
         operators=roster_store.list_operators(db),
     )
