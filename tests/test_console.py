@@ -413,6 +413,41 @@ def test_search_by_order_ticket_and_caller_digits(app, admin, db):
     assert found("0000000000") == set()
 
 
+def test_an_operator_cannot_learn_a_callers_number_digit_by_digit(app, operator, db):
+    """The search oracle: operators see ***4567; '<d>4567' for d = 0..9 must not tell d."""
+    call = order_call(app)
+    ticket = ticket_store.ticket_for_call(db, call.result.call_sid)["number"]
+    lists = (("/console/calls", call.result.call_sid), ("/console/tickets", ticket))
+    known = CALLER[-4:]
+    for _ in range(3):  # three digits past the ones on the screen, as an attacker would go
+        for path, needle in lists:
+            hits = [
+                digit
+                for digit in "0123456789"
+                if needle in text(operator.get(path, query_string={"q": digit + known}))
+            ]
+            assert hits in ([], list("0123456789")), f"{path} tells the digit before {known}"
+        known = CALLER[-len(known) - 1] + known  # suppose the attacker learned it anyway
+    for path, needle in lists:  # what operators may do: the last four, the whole number
+        for query in (CALLER[-4:], CALLER, "+7 916 123-45-67", "8 916 123 45 67"):
+            assert needle in text(operator.get(path, query_string={"q": query})), (path, query)
+    assert audit_rows(db, "search_numbers") == []
+
+
+def test_admins_search_by_part_of_a_number_and_it_is_audited_masked(app, admin, db):
+    call = order_call(app)
+    ticket = ticket_store.ticket_for_call(db, call.result.call_sid)["number"]
+    assert call.result.call_sid in text(admin.get("/console/calls?q=1234567"))
+    assert ticket in text(admin.get("/console/tickets?q=234567"))
+    rows = audit_rows(db, "search_numbers")
+    assert [row["detail"]["list"] for row in rows] == ["tickets", "calls"]  # newest first
+    assert all(row["detail"]["query"] == "***4567" for row in rows)
+    assert "1234567" not in json.dumps([row["detail"] for row in rows])
+    admin.get("/console/calls.csv?q=1234567")
+    exported = audit_rows(db, "export_calls")[0]["detail"]
+    assert exported["filters"]["q"] == "***4567" and "1234567" not in json.dumps(exported)
+
+
 @pytest.mark.parametrize(
     "query",
     [

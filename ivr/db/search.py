@@ -33,8 +33,9 @@ class CallFilters:
     outcome: str | None = None
     operator_id: int | None = None
     category: str | None = None
-    digits: str | None = None  # order number / ticket number (prefix) or caller's last digits
+    digits: str | None = None  # order / ticket number (prefix) or caller (see Where.digits)
     text: str | None = None  # words in the ticket's description (the caller's transcript)
+    partial_numbers: bool = False  # admins: digits may match the end of a caller's number
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ class TicketFilters:
     category: str | None = None
     operator_id: int | None = None
     after_hours: bool | None = None
-    digits: str | None = None  # ticket number / order number (prefix) or caller's last digits
+    digits: str | None = None  # ticket / order number (prefix) or caller (see Where.digits)
     text: str | None = None  # words in the description or the notes
+    partial_numbers: bool = False  # admins: digits may match the end of a caller's number
 
 
 def like_escape(text: str) -> str:
@@ -58,6 +60,15 @@ def phrase(text: str) -> str:
     """An FTS5 query for the text as one literal substring (the trigram indexes match any
     substring of three characters or more, case-folded; shorter text matches nothing)."""
     return '"' + text.replace('"', '""') + '"'
+
+
+def whole_numbers(digits: str) -> list[str]:
+    """How a whole number typed as digits may be stored: '+79161234567' from 79161234567,
+    and from 89161234567 (the Russian trunk prefix) too."""
+    forms = ["+" + digits, digits]
+    if len(digits) == 11 and digits.startswith("8"):
+        forms.append("+7" + digits[1:])
+    return forms
 
 
 @dataclass
@@ -82,9 +93,20 @@ class Where:
         if value is not None:
             self.add(f"{'' if use_index else '+'}{column} = ?", value)
 
-    def digits(self, table: str, alias: str, prefixed: tuple[str, ...], caller: str, text: str):
-        """Rows where one of the `prefixed` columns starts with the digits or the caller's
-        number ends with them (4+ digits use the last-four index)."""
+    def digits(
+        self,
+        table: str,
+        alias: str,
+        prefixed: tuple[str, ...],
+        caller: str,
+        text: str,
+        partial_numbers: bool = False,
+    ) -> None:
+        """Rows where one of the `prefixed` columns starts with the digits, or the caller's
+        number matches them: four digits are its last four (what operators see), more are
+        the whole number (+7..., 7..., 8...) or, when `partial_numbers` (admins, audited),
+        any ending. An ending of any other length would tell an operator, digit by digit,
+        the part of the number that is masked from them."""
         # [digits, digits + ':') holds every digit string starting with them (':' follows '9').
         low, high = text, text + ":"
         parts = [
@@ -92,16 +114,17 @@ class Where:
             for column in prefixed
         ]
         params: list[Any] = [value for _ in prefixed for value in (low, high)]
-        pattern = "%" + like_escape(text)
-        if len(text) >= 4:
-            parts.append(
-                f"SELECT rowid FROM {table} WHERE substr({caller}, -4) = ? "  # noqa: S608
-                f"AND {caller} LIKE ? ESCAPE '\\'"
-            )
-            params += [text[-4:], pattern]
-        else:
-            parts.append(f"SELECT rowid FROM {table} WHERE {caller} LIKE ? ESCAPE '\\'")  # noqa: S608
-            params.append(pattern)
+        last_four = f"SELECT rowid FROM {table} WHERE substr({caller}, -4) = ?"  # noqa: S608
+        if len(text) == 4:
+            parts.append(last_four)
+            params.append(text)
+        elif len(text) > 4 and partial_numbers:
+            parts.append(f"{last_four} AND {caller} LIKE ? ESCAPE '\\'")
+            params += [text[-4:], "%" + like_escape(text)]
+        elif len(text) > 4:
+            whole = whole_numbers(text)
+            parts.append(f"{last_four} AND {caller} IN ({', '.join('?' * len(whole))})")
+            params += [text[-4:], *whole]
         self.add(f"{alias}.rowid IN ({' UNION '.join(parts)})", *params)
 
     @property
@@ -121,7 +144,14 @@ def _call_where(filters: CallFilters) -> Where:
     if filters.started_before:
         where.add("c.started_at < ?", filters.started_before)
     if filters.digits:
-        where.digits("calls", "c", ("order_number", "ticket_number"), "from_number", filters.digits)
+        where.digits(
+            "calls",
+            "c",
+            ("order_number", "ticket_number"),
+            "from_number",
+            filters.digits,
+            filters.partial_numbers,
+        )
     if filters.text:
         where.add(
             "c.call_sid IN (SELECT call_sid FROM tickets WHERE rowid IN "
@@ -141,7 +171,14 @@ def _ticket_where(filters: TicketFilters) -> Where:
     if filters.after_hours is not None:
         where.add("t.after_hours = ?", int(filters.after_hours))
     if filters.digits:
-        where.digits("tickets", "t", ("number", "order_number"), "caller_number", filters.digits)
+        where.digits(
+            "tickets",
+            "t",
+            ("number", "order_number"),
+            "caller_number",
+            filters.digits,
+            filters.partial_numbers,
+        )
     if filters.text:
         where.add(
             "t.rowid IN (SELECT rowid FROM (SELECT rowid FROM ticket_words "

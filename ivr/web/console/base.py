@@ -36,7 +36,7 @@ from ivr.db import audit as audit_store
 from ivr.db import operators as roster_store
 from ivr.hours import MOSCOW
 from ivr.logs import mask_phone
-from ivr.vocabulary import Line, Outcome, Role, TicketStatus, values
+from ivr.vocabulary import AuditAction, Line, Outcome, Role, TicketStatus, values
 from ivr.web import auth
 from ivr.web.console.formatting import (
     event_lines,
@@ -177,6 +177,29 @@ def day_arg(name: str) -> date | None:
         return date.fromisoformat(text) if text else None
     except ValueError:
         return None
+
+
+def is_admin() -> bool:
+    """Whether the signed-in operator is an admin (a supervisor)."""
+    return bool(g.get("operator") and g.operator["role"] == Role.ADMIN)
+
+
+def audit_number_search(list_name: str, digits: str | None) -> None:
+    """An admin's search by more than the last four digits may match part of a caller's
+    number: the audit trail keeps that it happened, with the number masked."""
+    if digits and len(digits) > 4 and is_admin():
+        detail = {"list": list_name, "query": mask_phone(digits), "digits": len(digits)}
+        with audited(AuditAction.SEARCH_NUMBERS, None, detail):
+            pass
+
+
+def audited_filters(names: tuple[str, ...]) -> dict[str, str]:
+    """The filter arguments for an audit row: a number searched for is masked."""
+    found = filter_args(names)
+    digits, _ = search_arg()
+    if digits:
+        found["q"] = mask_phone(digits)
+    return found
 
 
 def search_arg() -> tuple[str | None, str | None]:

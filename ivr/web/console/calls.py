@@ -39,11 +39,14 @@ from ivr.web.console.base import (
     OUTCOMES,
     PAGE_SIZE,
     admin_required,
+    audit_number_search,
     audited,
+    audited_filters,
     bp,
     choice_arg,
     day_arg,
     filter_args,
+    is_admin,
     moscow_day_start,
     operator_arg,
     page_arg,
@@ -79,6 +82,7 @@ def _call_filters() -> search.CallFilters:
         category=choice_arg("category", CATEGORIES),
         digits=digits,
         text=words,
+        partial_numbers=is_admin(),
     )
 
 
@@ -87,6 +91,7 @@ def calls():
     """The call log: newest first, filtered, paginated."""
     db = get_db()
     filters = _call_filters()
+    audit_number_search("calls", filters.digits)
     page = page_arg()
     total = search.count(db, filters, up_to=COUNT_LIMIT + 1)
     rows = search.search(db, filters, PAGE_SIZE, (page - 1) * PAGE_SIZE)
@@ -104,7 +109,7 @@ def calls_csv():
     """The filtered call log as CSV (caller numbers masked; admins may ask for them whole)."""
     filters = _call_filters()
     reveal = bool(request.args.get("reveal")) and g.operator["role"] == Role.ADMIN
-    detail = {"filters": filter_args(CALL_FILTER_ARGS), "revealed_numbers": reveal}
+    detail = {"filters": audited_filters(CALL_FILTER_ARGS), "revealed_numbers": reveal}
     with audited(AuditAction.EXPORT_CALLS, None, detail):
         pass
 

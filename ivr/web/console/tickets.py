@@ -16,10 +16,12 @@ from ivr.web.console.base import (
     COUNT_LIMIT,
     PAGE_SIZE,
     TICKET_STATUSES,
+    audit_number_search,
     audited,
     bp,
     choice_arg,
     filter_args,
+    is_admin,
     operator_arg,
     page_arg,
     pager,
@@ -45,7 +47,9 @@ def tickets():
         after_hours=True if request.args.get("callbacks") else None,
         digits=digits,
         text=words,
+        partial_numbers=is_admin(),
     )
+    audit_number_search("tickets", digits)
     page = page_arg()
     total = search.count(db, filters, up_to=COUNT_LIMIT + 1)
     return render_template(
