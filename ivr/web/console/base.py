@@ -20,6 +20,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
+    abort,
     g,
     jsonify,
     redirect,
@@ -59,6 +60,7 @@ PAGE_SIZE = 50
 COUNT_LIMIT = 10_000
 MAX_PAGE = COUNT_LIMIT // PAGE_SIZE
 MAX_AUDIT_PAGE = 100_000  # the audit trail has no filters: every page of it stays reachable
+MAX_ID = 2**31 - 1  # the largest operator id an argument may name
 MAX_SEARCH_LENGTH = 100
 LINES = values(Line)
 OUTCOMES = values(Outcome)
@@ -137,10 +139,27 @@ def safe_next(target: str | None) -> str:
     return url_for("console.dashboard")
 
 
+def number_arg(name: str, low: int, high: int, default: int | None = None) -> int | None:
+    """The one parser of numeric query arguments: ASCII digits within [low, high].
+
+    Absent or empty gives `default`; anything else ('²', '-1', 5000 digits, out of range)
+    answers 400. (str.isdigit() alone lets superscripts through, which int() then refuses,
+    and Python refuses to convert strings of more than 4300 digits.)
+    """
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(high)) + 2):
+        abort(400)
+    value = int(text)
+    if not low <= value <= high:
+        abort(400)
+    return value
+
+
 def page_arg(maximum: int = MAX_PAGE) -> int:
-    """The page asked for (1 when absent or unusable)."""
-    text = request.args.get("page", "1")
-    return min(int(text), maximum) if text.isdigit() and int(text) > 0 else 1
+    """The page asked for: 1 when absent; 400 unless 1..maximum."""
+    return number_arg("page", 1, maximum, default=1)
 
 
 def pager(page: int, total: int, limit: int | None = None) -> dict[str, Any]:
@@ -213,12 +232,6 @@ def search_arg() -> tuple[str | None, str | None]:
     return None, text
 
 
-def int_arg(name: str) -> int | None:
-    """A whole-number argument, or None."""
-    text = request.args.get(name, "")
-    return int(text) if text.isdigit() and len(text) < 10 else None
-
-
 def choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
     """An argument that must be one of `choices`, or None."""
     value = request.args.get(name)
@@ -227,7 +240,7 @@ def choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
 
 def operator_arg() -> int | None:
     """The operator filter: "mine" means the signed-in operator."""
-    return g.operator["id"] if request.args.get("mine") else int_arg("operator")
+    return g.operator["id"] if request.args.get("mine") else number_arg("operator", 1, MAX_ID)
 
 
 # Access control --------------------------------------------------------------------------
@@ -287,6 +300,11 @@ def admin_required(view: Callable) -> Callable:
         return view(*args, **kwargs)
 
     return wrapped
+
+
+@bp.errorhandler(400)
+def _bad_request(_error):
+    return render_template("console/error.html", message=t("bad_request")), 400
 
 
 @bp.errorhandler(404)
