@@ -71,7 +71,9 @@ def _signed_url() -> str:
     query = request.query_string.decode("latin-1")  # exactly as sent, not re-encoded
     suffix = request.path + (f"?{query}" if query else "")
     public = settings().public_url
-    return (public.rstrip("/") if public else request.root_url.rstrip("/")) + suffix
+    # scheme://host + the mount point, as request.root_url has it, without its IRI pass.
+    base = public.rstrip("/") if public else f"{request.scheme}://{request.host}{request.root_path}"
+    return base + suffix
 
 
 @bp.before_request
