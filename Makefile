@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# `ivr call` serves its recordings here; `make run` fetches recordings from this host only
+# (and sends the Twilio credentials nowhere else). For real Twilio recordings set
+# IVR_RECORDING_HOSTS=api.twilio.com.
+MEDIA_PORT ?= 8081
 export IVR_DB ?= instance/ivr.sqlite3
 
 .PHONY: setup run test quick lint clean
@@ -23,9 +27,9 @@ run: setup
 	@token="$${IVR_TWILIO_AUTH_TOKEN:-$$($(BIN)/ivr dev-token)}"; \
 	echo "Local Twilio auth token (sign test requests with it): $$token"; \
 	echo "Webhook: POST http://$(HOST):$(PORT)/twilio/voice  health: http://$(HOST):$(PORT)/healthz"; \
-	echo "Call it from another terminal: $(BIN)/ivr call --base-url http://$(HOST):$(PORT)"; \
+	echo "Call it from another terminal: $(BIN)/ivr call --base-url http://$(HOST):$(PORT) --media-port $(MEDIA_PORT)"; \
 	IVR_TWILIO_AUTH_TOKEN="$$token" IVR_ALLOW_SIMULATED_TIME=$${IVR_ALLOW_SIMULATED_TIME:-1} \
-	IVR_RECORDING_HOSTS=$${IVR_RECORDING_HOSTS:-127.0.0.1,api.twilio.com} \
+	IVR_RECORDING_HOSTS=$${IVR_RECORDING_HOSTS:-127.0.0.1:$(MEDIA_PORT)} \
 	exec $(BIN)/ivr serve --host $(HOST) --port $(PORT)
 
 test: setup

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import secrets
@@ -16,11 +15,15 @@ LOGIN_PATTERN = re.compile(r"^[a-z0-9._-]{2,40}\Z")
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 256
 
-# Sign-in throttling: this many failures in the window lock a login (or an address) until
-# the window has passed since the latest failure.
+# Sign-in throttling: this many failures in the window lock a login from one address (or an
+# address, or a login from addresses it never signed in from) until the window has passed
+# since the latest failure. Counting per login *and* address means a stranger's guesses
+# lock the stranger out, not the operator at their own desk.
 THROTTLE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_LOGIN = 5
-MAX_FAILURES_PER_ADDRESS = 20
+MAX_FAILURES_PER_LOGIN = 5  # one login from one address
+MAX_FAILURES_PER_ADDRESS = 20  # any logins from one address
+MAX_FAILURES_PER_LOGIN_FROM_NEW_ADDRESSES = 50  # one login, guessed from many addresses
+KNOWN_ADDRESS_AGE = timedelta(days=30)  # a success from an address keeps it "known" this long
 
 
 def hash_password(password: str) -> str:
@@ -59,9 +62,14 @@ def normalise_login(text: str) -> str:
     return login
 
 
-def password_fingerprint(password_hash: str | None) -> str:
-    """A short digest of the stored hash: a session holds it, so a new password ends old ones."""
-    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
+def sign_in_wait(failures: dict[str, tuple[int, str | None]], now: datetime) -> int:
+    """Minutes until another sign-in may be tried, from ivr.db.audit.sign_in_failures."""
+    limits = {
+        "login_and_address": MAX_FAILURES_PER_LOGIN,
+        "address": MAX_FAILURES_PER_ADDRESS,
+        "login_from_new_addresses": MAX_FAILURES_PER_LOGIN_FROM_NEW_ADDRESSES,
+    }
+    return throttle_minutes([(*failures[name], limit) for name, limit in limits.items()], now)
 
 
 def throttle_minutes(failures: list[tuple[int, str | None, int]], now: datetime) -> int:

@@ -14,8 +14,9 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from ivr import flow
@@ -30,7 +31,7 @@ from ivr.operators import choose_operator, operator_from_row
 from ivr.prompts import Prompts
 from ivr.tickets import new_ticket_number
 from ivr.twiml import spoken_texts
-from ivr.vocabulary import EventKind, Line, Outcome, Step, TicketStatus
+from ivr.vocabulary import CONNECTED_DIAL_STATUSES, EventKind, Line, Outcome, Step, TicketStatus
 
 log = logging.getLogger("ivr.calls")
 
@@ -65,21 +66,38 @@ class CallDesk:
     clock: Clock
     prompts: dict[str, Prompts]
     speech_languages: Callable[[], tuple[str, ...]] = tuple
+    _unknown_numbers_warned: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def now(self, simulated: datetime | None = None) -> datetime:
         """The instant a webhook is handled at (a simulated call's own, if it has one)."""
         return simulated or self.clock.now()
 
     def line_for(self, to_number: str) -> Line:
-        """Which line a call to this number came in on (unknown numbers: domestic)."""
+        """Which line a call to this number came in on (unknown numbers: domestic).
+
+        Each line has several identities (IVR_DOMESTIC_NUMBERS / IVR_INTERNATIONAL_NUMBERS):
+        a Russian number reaches Twilio forwarded to a Twilio number or over a SIP trunk.
+        """
         normalised = normalise_number(to_number)
-        if normalised == normalise_number(self.settings.international_number):
-            return Line.INTERNATIONAL
-        if normalised != normalise_number(self.settings.domestic_number):
+        for line in (Line.INTERNATIONAL, Line.DOMESTIC):
+            if normalised in self._identities[line]:
+                return line
+        warned = self._unknown_numbers_warned
+        if to_number not in warned and len(warned) < 1000:
+            warned.add(to_number)  # once per value, not once per call
             log.warning(
-                "call to an unknown number gets the domestic line", extra={"to_number": to_number}
+                "call to a number that is on neither line gets the domestic line: add it to "
+                "IVR_DOMESTIC_NUMBERS or IVR_INTERNATIONAL_NUMBERS",
+                extra={"to_number": to_number},
             )
         return Line.DOMESTIC
+
+    @cached_property
+    def _identities(self) -> dict[Line, frozenset[str]]:
+        return {
+            Line(line): frozenset(normalise_number(number) for number in numbers)
+            for line, numbers in self.settings.line_numbers.items()
+        }
 
     # Webhooks --------------------------------------------------------------------------
 
@@ -139,7 +157,8 @@ class CallDesk:
         """A webhook reached through TwiML (keys, dial/queue results, recordings, polls)."""
         context = self.open_call(db, call_sid)
         call = context.call
-        if call["ended_at"] and kind == "dial" and detail.get("dial_status") != "completed":
+        dial_status = detail.get("dial_status")
+        if call["ended_at"] and kind == "dial" and dial_status not in CONNECTED_DIAL_STATUSES:
             # The caller hung up while the operator's phone rang: not connected, not queued.
             context.event(EventKind.INPUT, detail)
             call_store.update_call(db, call_sid, {"outcome": Outcome.HUNG_UP_BEFORE_ANSWER})
@@ -162,11 +181,50 @@ class CallDesk:
             return context.reprompt()
         return context.advance(make_event(context), detail)
 
-    def fallback(self, db: Database, call_sid: str, error_code: str, error_url: str) -> Answer:
-        """Twilio could not use our answer: apologise, and still give a ticket and operator."""
-        context = self.open_call(db, call_sid)
+    def fallback(
+        self,
+        db: Database,
+        call_sid: str,
+        error_code: str,
+        error_url: str,
+        *,
+        to_number: str = "",
+        from_number: str = "",
+        account_sid: str = "",
+    ) -> Answer:
+        """Twilio could not use our answer: apologise, and still give a ticket and operator.
+
+        A call whose very first webhook failed is not on record yet: it is recorded here
+        (line, caller, the error), so it gets a ticket and the status callback completes it.
+        """
+        known = call_store.get_call(db, call_sid)
+        if known is None or known["step"] == Step.START:
+            now = self.now()
+            line = self.line_for(to_number)
+            open_now = is_open(now, self.settings.opening_hours)
+            row = {
+                **(known or {}),
+                "call_sid": call_sid,
+                "account_sid": account_sid,
+                "line": line,
+                "to_number": to_number,
+                "from_number": from_number,
+                "started_at": (known or {}).get("started_at") or timestamp(now),
+                "updated_at": timestamp(now),
+                "status": (known or {}).get("status") or "in-progress",
+                "step": Step.FALLBACK,
+                "seq": (known or {}).get("seq", 0),
+                "state": "{}",
+                "outcome": None,
+                "after_hours": int(not open_now),
+                "simulated_now": None,
+            }
+            context = CallContext(self, db, row, now, new=known is None)
+            context.state = flow.CallState(line=line, is_open=open_now, step=Step.FALLBACK)
+        else:
+            context = self.open_call(db, call_sid)
+            context.state = replace(context.state, step=Step.FALLBACK)
         context.event(EventKind.FALLBACK, {"error_code": error_code, "error_url": error_url})
-        context.state = replace(context.state, step=Step.FALLBACK)
         return context.advance(flow.TwilioFallback())
 
     def call_status(
@@ -220,7 +278,9 @@ class CallDesk:
                 if status != "completed":
                     changes["outcome"] = status
             elif call["outcome"] == Outcome.CONNECTING:
-                changes["outcome"] = Outcome.CONNECTED
+                # "connecting" ends as connected only if the call completed; a call that
+                # failed (or was busy, unanswered, canceled) did not reach the operator.
+                changes["outcome"] = Outcome.CONNECTED if status == "completed" else status
         call_store.update_call(db, call_sid, changes)
         context.flush_events()
 
@@ -550,8 +610,11 @@ class CallContext:
 
 
 def normalise_number(number: str) -> str:
-    """A phone number with only its digits and '+'."""
-    return re.sub(r"[^\d+]", "", number)
+    """A phone number with only its digits and '+'; a sip: URI without its parameters."""
+    text = number.strip()
+    if text.lower().startswith("sip:"):
+        return text.split(";", 1)[0].lower()
+    return re.sub(r"[^\d+]", "", text)
 
 
 def is_ascii_number(text: str) -> bool:

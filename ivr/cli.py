@@ -6,6 +6,7 @@ import json
 import logging
 import secrets
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ivr.accounts import (
 )
 from ivr.call_log import call_record
 from ivr.config import ConfigError, load_settings
+from ivr.db import audit as audit_store
 from ivr.db import calls as call_store
 from ivr.db import operators as roster_store
 from ivr.db import tickets as ticket_store
@@ -28,9 +30,11 @@ from ivr.demo import seed_demo_roster
 from ivr.logs import mask_phone
 from ivr.operators import parse_languages, parse_shift, validate_endpoint
 from ivr.tickets import is_valid_ticket_number
-from ivr.vocabulary import Line, Role, TicketStatus, values
+from ivr.vocabulary import AuditAction, Line, Role, TicketStatus, values
 
 TICKET_STATUSES = values(TicketStatus)
+# The emulated media host of `ivr call`; `make run` allows recordings from 127.0.0.1:this only.
+EMULATOR_MEDIA_PORT = 8081
 
 
 def _now() -> str:
@@ -232,12 +236,29 @@ def operators_deactivate(operator: str) -> None:
     click.echo(f"deactivated operator {row['id']}: {row['full_name']}")
 
 
+@operators.command("unlock")
+@click.argument("login")
+def operators_unlock(login: str) -> None:
+    """Let LOGIN sign in again after too many failed attempts (they stay on record)."""
+    db = _open_db()
+    row = roster_store.operator_by_login(db, login.strip().lower())
+    if row is None:
+        raise click.ClickException(f"no operator with login {login!r}")
+    now = datetime.now(UTC)
+    with database.write_transaction(db):
+        cleared = audit_store.clear_login_failures(db, row["login"], now)
+        audit_store.add_audit(
+            db, now, None, AuditAction.SIGN_IN_UNLOCK, row["login"], {"cleared": cleared}
+        )
+    click.echo(f"cleared {cleared} failed sign-in attempt(s) of {row['login']}; they may sign in")
+
+
 # Calls and tickets -----------------------------------------------------------------------
 
 
 @main.group()
 def calls() -> None:
-    """Look at the call log."""
+    """Look at the call log; delete from it (personal data, 152-FZ)."""
 
 
 @calls.command("list")
@@ -256,6 +277,41 @@ def calls_list(as_json: bool, limit: int) -> None:
             f"order {record['order_number'] or '-':<10} ticket {record['ticket_number'] or '-':<9} "
             f"{record['operator_name'] or ''}"
         )
+
+
+@calls.command("purge")
+@click.option("--before", default=None, help="Delete calls started before this Moscow date.")
+@click.option("--caller", default=None, help="Delete the calls from this number (+7...).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def calls_purge(before: str | None, caller: str | None, yes: bool) -> None:
+    """Delete calls with their events, recognitions, recordings and tickets (152-FZ).
+
+    The audit trail keeps that it happened (period, counts), not what was deleted.
+    """
+    from ivr.hours import MOSCOW
+    from ivr.retention import parse_caller, parse_purge_date, purge_calls
+
+    now = datetime.now(UTC)
+    try:
+        cutoff = parse_purge_date(before, now.astimezone(MOSCOW).date()) if before else None
+        number = parse_caller(caller) if caller else None
+        if cutoff is None and number is None:
+            raise ValueError("give --before DATE, --caller NUMBER or both")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    if not yes:
+        what = " and ".join(
+            part
+            for part in (
+                f"started before {cutoff.date()} (Moscow)" if cutoff else "",
+                f"from {mask_phone(number)}" if number else "",
+            )
+            if part
+        )
+        click.confirm(f"Delete every call {what} with all that is recorded about it?", abort=True)
+    db = _open_db()
+    counts = purge_calls(db, load_settings().recordings_dir, now, before=cutoff, caller=number)
+    click.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))
 
 
 @main.group()
@@ -444,6 +500,29 @@ def _format_load(summary: dict, concurrency: int) -> str:
     )
 
 
+def media_server(port: int):
+    """The emulator's media host on 127.0.0.1:port: the one host `make run` fetches from."""
+    from http.server import ThreadingHTTPServer
+
+    from ivr.emulator import MediaServer
+
+    media = MediaServer()
+    # MediaServer listens on a free port; move it to the agreed one (until it takes a port).
+    handler = media.server.RequestHandlerClass
+    media.close()
+    try:
+        media.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as error:
+        raise click.ClickException(
+            f"the media host cannot listen on 127.0.0.1:{port} ({error.strerror}); "
+            f"choose another with --media-port and IVR_RECORDING_HOSTS=127.0.0.1:PORT"
+        ) from None
+    media.server.daemon_threads = True
+    media.thread = threading.Thread(target=media.server.serve_forever, daemon=True)
+    media.thread.start()
+    return media
+
+
 @main.command()
 @click.option("--base-url", default=None, help="A running server; default: start the app here.")
 @click.option("--token", default=None, help="Auth token to sign with.")
@@ -458,10 +537,18 @@ def _format_load(summary: dict, concurrency: int) -> str:
     "--from", "from_", default="+79161234567", show_default=True, help="The caller's number."
 )
 @click.option("--at", default=None, help="Place the call at this instant (ISO-8601 with offset).")
-def call(base_url, token, line, from_, at):
+@click.option(
+    "--media-port",
+    default=EMULATOR_MEDIA_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    envvar="IVR_MEDIA_PORT",
+    help="Port of the emulated media host on 127.0.0.1 (`make run` fetches recordings there).",
+)
+def call(base_url, token, line, from_, at, media_port):
     """Call the IVR from the terminal: read what it says, type keys or a WAV path."""
     from ivr.devserver import LocalServer
-    from ivr.emulator import EmulatedCall, HttpTransport, MediaServer
+    from ivr.emulator import EmulatedCall, HttpTransport
     from ivr.hours import parse_instant
     from ivr.scenarios import LINES, heard_ticket
 
@@ -477,7 +564,7 @@ def call(base_url, token, line, from_, at):
         click.echo(f"(started the IVR on {base_url} with the demo roster)")
     else:
         token = _auth_token(token)
-    media = MediaServer()
+    media = media_server(media_port)
     emulated = EmulatedCall(
         HttpTransport(), base_url, token, to=LINES[line], from_=from_, at=at, media=media
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time
@@ -37,6 +38,10 @@ class Settings:
     public_url: str = ""
     domestic_number: str = "+78002345555"
     international_number: str = "+74952321000"
+    # More identities of each line: Twilio numbers the Russian numbers are forwarded to,
+    # sip: URIs of a SIP trunk (IVR_DOMESTIC_NUMBERS / IVR_INTERNATIONAL_NUMBERS).
+    domestic_numbers: tuple[str, ...] = ()
+    international_numbers: tuple[str, ...] = ()
     now: datetime | None = None
     opens: time = time(8, 0)
     closes: time = time(20, 0)
@@ -57,11 +62,21 @@ class Settings:
     recording_retention_days: int = 90
     delete_twilio_recordings: bool = False
     max_recording_bytes: int = 10_000_000
+    session_idle_minutes: int = 60
+    metrics_token: str = ""
 
     @property
     def opening_hours(self) -> OpeningHours:
         """The opening hours as the hours module wants them."""
         return OpeningHours(opens=self.opens, closes=self.closes, holidays=self.holidays)
+
+    @property
+    def line_numbers(self) -> dict[str, tuple[str, ...]]:
+        """Every `To` each line answers on: the main number first, then its other identities."""
+        return {
+            "domestic": (self.domestic_number, *self.domestic_numbers),
+            "international": (self.international_number, *self.international_numbers),
+        }
 
     def with_overrides(self, overrides: Mapping[str, object]) -> Settings:
         """Return a copy with the given fields replaced (unknown names are an error)."""
@@ -105,6 +120,20 @@ def _parse_resolution_hours(text: str) -> dict[str, int]:
     return hours
 
 
+NUMBER_IDENTITY = re.compile(r"^(\+[1-9][0-9]{6,14}|sip:[^\s,@]+@[^\s,]+)$")
+
+
+def _parse_numbers(name: str, text: str) -> tuple[str, ...]:
+    """A comma-separated list of E.164 numbers and sip: URIs."""
+    numbers = tuple(part.strip() for part in text.split(",") if part.strip())
+    for number in numbers:
+        if not NUMBER_IDENTITY.match(number):
+            raise ConfigError(
+                f"{name}: {number!r} is neither an E.164 number (+78002345555) nor a sip: URI"
+            )
+    return numbers
+
+
 def _parse_int(name: str, text: str) -> int:
     try:
         return int(text)
@@ -140,6 +169,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "IVR_PROMPTS_DIR": "prompts_dir",
         "IVR_SECRET_KEY": "secret_key",
         "IVR_RECORDINGS_DIR": "recordings_dir",
+        "IVR_METRICS_TOKEN": "metrics_token",
     }
     for variable, name in plain.items():
         if env.get(variable):
@@ -161,6 +191,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["delete_twilio_recordings"] = env[
             "IVR_DELETE_TWILIO_RECORDINGS"
         ].strip().lower() in ("1", "true", "yes")
+    for variable, name in (
+        ("IVR_DOMESTIC_NUMBERS", "domestic_numbers"),
+        ("IVR_INTERNATIONAL_NUMBERS", "international_numbers"),
+    ):
+        if env.get(variable, "").strip():
+            values[name] = _parse_numbers(variable, env[variable])
     if env.get("IVR_RECORDING_HOSTS"):
         values["recording_hosts"] = _parse_recording_hosts(env["IVR_RECORDING_HOSTS"])
     if env.get("IVR_NOW"):
@@ -183,12 +219,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "IVR_MAX_REQUEST_BYTES": "max_request_bytes",
         "IVR_RECORDING_RETENTION_DAYS": "recording_retention_days",
         "IVR_MAX_RECORDING_BYTES": "max_recording_bytes",
+        "IVR_SESSION_IDLE_MINUTES": "session_idle_minutes",
     }.items():
         if env.get(variable):
             values[name] = _parse_int(variable, env[variable])
     for variable, name in (
         ("IVR_RECORDING_RETENTION_DAYS", "recording_retention_days"),
         ("IVR_MAX_RECORDING_BYTES", "max_recording_bytes"),
+        ("IVR_SESSION_IDLE_MINUTES", "session_idle_minutes"),
     ):
         if isinstance(value := values.get(name), int) and value < 1:
             raise ConfigError(f"{variable} must be at least 1, got {value}")

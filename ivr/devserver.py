@@ -39,6 +39,11 @@ class LocalServer:
             "recording_hosts": ("127.0.0.1",),  # the emulator's media host
             **settings,
         }
+        if config.get("vosk_models") and not config.get("account_sid"):
+            # A deployment's account: speech needs one to download recordings. Emulated
+            # calls to this server use it (EmulatedCall(account_sid=server.account_sid)).
+            config["account_sid"] = "AC" + secrets.token_hex(16)
+        self.account_sid = str(config.get("account_sid") or "")
         self.app = create_app(config, speech_engine=speech_engine)
         if demo_roster:
             with database.connect(db_path) as db:

@@ -2,9 +2,11 @@
 
 A scenario (TOML) describes one caller, or several `[[call]]`s in order (a later call can
 use `{ticket}` / `{order}` from an earlier one). Each `[[step]]` does at most one thing —
-`press`, `silence`, `speak` (an audio file), `hang_up`, `fallback` — and may check what the
-IVR said in answer: `hears` (substrings), `hears_regex`, `not_hears`. `[expect]` checks
-where the call ended and what is on record. See tests/scenarios/ for the shipped suite.
+`press`, `silence`, `speak` (an audio file; `then_press` ends the recording with a key),
+`hang_up`, `fallback`, `wait_in_queue` (stay on hold for another round of the queue's wait
+music) — and may check what the IVR said in answer: `hears` (substrings), `hears_regex`,
+`not_hears`. `[expect]` checks where the call ended and what is on record. See
+tests/scenarios/ for the shipped suite.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from ivr.config import Settings
 from ivr.emulator import CallResult, EmulatedCall, HttpTransport, MediaServer, Transport
+from ivr.emulator.caller import DIAL_STATUSES, EMPTY_RECORDING_MODES
 from ivr.tickets import is_valid_ticket_number
 from ivr.vocabulary import Line
 
@@ -29,15 +32,14 @@ LINES = {
     Line.DOMESTIC: Settings.domestic_number,
     Line.INTERNATIONAL: Settings.international_number,
 }
-ACTIONS = ("press", "silence", "speak", "hang_up", "fallback")
-STEP_KEYS = set(ACTIONS) | {"hears", "hears_regex", "not_hears"}
+ACTIONS = ("press", "silence", "speak", "hang_up", "fallback", "wait_in_queue")
+STEP_KEYS = set(ACTIONS) | {"hears", "hears_regex", "not_hears", "then_press"}
+# Twilio's quirks a scenario may state (see ivr/emulator/caller.py): how the operator's leg
+# of a <Dial> ends, and whether an empty recording is sent to the action (today's <Record>
+# page) or skipped (the older page).
+CALL_DEFAULTS = {"line", "to", "from", "at", "dial_status", "empty_recording"}
 CALL_KEYS = {
-    "line",
-    "to",
-    "from",
-    "at",
-    "dial_status",
-    "queue_result",
+    *CALL_DEFAULTS,
     "step",
     "expect",
     "recording_not_ready_fetches",
@@ -69,6 +71,7 @@ class Step:
     hears: list[str] = field(default_factory=list)
     hears_regex: list[str] = field(default_factory=list)
     not_hears: list[str] = field(default_factory=list)
+    then_press: str = ""  # after `speak`: the key that ends the recording
 
 
 @dataclass
@@ -80,7 +83,7 @@ class CallPlan:
     from_: str
     at: str | None
     dial_status: str
-    queue_result: str
+    empty_recording: str
     recording_not_ready_fetches: int
     steps: list[Step]
     expect: dict[str, Any]
@@ -143,12 +146,17 @@ def _parse_step(raw: dict[str, Any], where: str) -> Step:
     value = raw.get(action) if action else None
     if action == "press" and not re.fullmatch(r"[0-9*#{}a-z_]+", str(value)):
         raise ScenarioError(f"{where}: press takes keys 0-9 * #, got {value!r}")
+    if "then_press" in raw and (
+        action != "speak" or not re.fullmatch(r"[0-9*#]", raw["then_press"])
+    ):
+        raise ScenarioError(f"{where}: then_press is one key (0-9 * #) after speak")
     return Step(
         action=action,
         value=value,
         hears=_as_list(raw.get("hears")),
         hears_regex=_as_list(raw.get("hears_regex")),
         not_hears=_as_list(raw.get("not_hears")),
+        then_press=str(raw.get("then_press", "")),
     )
 
 
@@ -178,12 +186,19 @@ def _parse_call(raw: dict[str, Any], defaults: dict[str, Any], where: str, base:
         to=str(merged.get("to", LINES[line])),
         from_=str(merged.get("from", "+79161234567")),
         at=str(merged["at"]) if merged.get("at") else None,
-        dial_status=str(merged.get("dial_status", "completed")),
-        queue_result=str(merged.get("queue_result", "bridged")),
+        dial_status=_choice(merged, "dial_status", "completed", DIAL_STATUSES, where),
+        empty_recording=_choice(merged, "empty_recording", "action", EMPTY_RECORDING_MODES, where),
         recording_not_ready_fetches=int(merged.get("recording_not_ready_fetches", 0)),
         steps=steps,
         expect=expect,
     )
+
+
+def _choice(merged: dict, key: str, default: str, choices: tuple[str, ...], where: str) -> str:
+    value = str(merged.get(key, default))
+    if value not in choices:
+        raise ScenarioError(f"{where}: {key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -198,9 +213,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: not valid TOML: {error}") from None
     name = str(data.get("name", path.stem))
     base = path.parent
-    defaults = {
-        k: data[k] for k in ("line", "to", "from", "at", "dial_status", "queue_result") if k in data
-    }
+    defaults = {k: data[k] for k in CALL_DEFAULTS if k in data}
     if "call" in data:
         raws = data["call"]
         calls = [
@@ -264,7 +277,9 @@ def play_call(plan: CallPlan, call: EmulatedCall, variables: dict[str, str]) -> 
                 elif step.action == "silence":
                     call.silence()
                 elif step.action == "speak":
-                    call.speak(step.value)
+                    call.speak(step.value, finish_key=step.then_press)
+                elif step.action == "wait_in_queue":
+                    call.wait_in_queue()
                 elif step.action == "hang_up":
                     call.hang_up()
                 elif step.action == "fallback":
@@ -385,7 +400,7 @@ class Runner:
                 to=plan.to,
                 from_=plan.from_,
                 dial_status=plan.dial_status,
-                queue_result=plan.queue_result,
+                empty_recording=plan.empty_recording,
                 at=plan.at,
                 media=self.media,
                 recording_not_ready_fetches=plan.recording_not_ready_fetches,
@@ -565,7 +580,7 @@ def _for_load(scenario: Scenario, index: int) -> Scenario:
     for plan in scenario.calls:
         caller = numbers.setdefault(plan.from_, f"+7917{index:06d}{len(numbers) % 10}")
         expect = {k: v for k, v in plan.expect.items() if k == "ticket"}
-        steps = [Step(step.action, step.value) for step in plan.steps]
+        steps = [Step(step.action, step.value, then_press=step.then_press) for step in plan.steps]
         calls.append(
             CallPlan(
                 plan.name,
@@ -573,7 +588,7 @@ def _for_load(scenario: Scenario, index: int) -> Scenario:
                 caller,
                 plan.at,
                 plan.dial_status,
-                plan.queue_result,
+                plan.empty_recording,
                 plan.recording_not_ready_fetches,
                 steps,
                 expect,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
+from ivr.vocabulary import Role
+
 TICKET_LENGTH = 9
 TICKET_STATUSES = ("open", "in_progress", "resolved")
 
@@ -86,3 +88,8 @@ def group_digits(digits: str, sizes: tuple[int, ...] | None = None) -> list[str]
     if start < len(digits):
         groups.append(digits[start:])
     return groups
+
+
+def may_change_ticket(role: str, operator_id: int, ticket_operator_id: int | None) -> bool:
+    """Admins change any ticket; operators their own and those with no operator yet."""
+    return role == Role.ADMIN or ticket_operator_id in (None, operator_id)

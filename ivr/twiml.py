@@ -109,7 +109,6 @@ def _render(step: Turn, catalogue: dict[str, Prompts], language: str, links: Lin
             action=links.dial_action,
             method="POST",
             timeout=links.dial_timeout,
-            answer_on_bridge=True,
         )
         _add_endpoint(dial, step.target or "")
         response.append(dial)
@@ -122,6 +121,8 @@ def _render(step: Turn, catalogue: dict[str, Prompts], language: str, links: Lin
         )
         enqueue.value = step.target or "support"
         response.append(enqueue)
+    elif step.end == "nothing":
+        pass  # the call runs other TwiML now (moved by a REST update): an empty document
     else:
         response.hangup()
     return str(response)

@@ -145,6 +145,44 @@ class AuditAction(StrEnum):
     OPERATOR_PASSWORD = "operator_password"  # noqa: S105 - an action name, not a secret
     OPERATOR_DEACTIVATE = "operator_deactivate"
     OPERATOR_ACTIVATE = "operator_activate"
+    SIGN_IN_UNLOCK = "sign_in_unlock"
+    CALLS_PURGE = "calls_purge"
+
+
+# Twilio's words -------------------------------------------------------------------------
+# The values Twilio's documentation gives for the fields the webhooks read; anything else
+# is refused (400), so a replay with a shifted or invented field changes nothing.
+
+# CallStatus (the call resource / status callbacks).
+CALL_STATUSES = (
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+)
+# DialCallStatus (the <Dial> action).
+DIAL_CALL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
+# The operator answered and was connected ("answered": connected and the bridge ended).
+CONNECTED_DIAL_STATUSES = ("completed", "answered")
+# QueueResult (the <Enqueue> action).
+QUEUE_RESULTS = (
+    "bridged",
+    "bridging-in-process",
+    "error",
+    "hangup",
+    "leave",
+    "redirected",
+    "redirected-from-bridged",
+    "queue-full",
+    "system-error",
+)
+# RecordingStatus (recordingStatusCallback).
+RECORDING_STATUSES = ("in-progress", "completed", "absent", "failed")
 
 
 # Every enum the console labels, by the name of its label group in ivr.web.i18n.LABELS.

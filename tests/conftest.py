@@ -10,7 +10,9 @@ from ivr import db as database
 from ivr.db import calls as call_store
 from ivr.db import operators as roster_store
 from ivr.emulator import EmulatedCall, FlaskTransport
+from ivr.emulator.twiml_rules import WAIT_URL_VERBS, TwimlRefused, check
 from ivr.hours import parse_instant
+from ivr.web import voice
 from ivr.web.app import create_app
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -48,6 +50,35 @@ def add_operators(db_path: str, operators=DEMO_OPERATORS) -> None:
                 db, {**operator, "created_at": "2026-01-01T00:00:00.000+00:00"}
             )
         db.conn.commit()
+
+
+CHECKED_TWIML = {"documents": 0}
+
+
+@pytest.fixture(autouse=True)
+def every_twiml_answer_passes_the_strict_table(monkeypatch):
+    """Every TwiML document the service answers with, in every test, is one Twilio accepts
+    (ivr.emulator.twiml_rules): a refused document fails the test that produced it."""
+    answer = voice._twiml
+    refused: list[str] = []
+
+    def checked(body: str):
+        from flask import request
+
+        if not body:  # a notification's (status, recording status) stored empty answer
+            return answer(body)
+        verbs = WAIT_URL_VERBS if request.endpoint == "voice.queue_wait" else None
+        try:
+            check(body, allowed_verbs=verbs)
+        except TwimlRefused as error:  # noted here: the app's error handler would hide it
+            refused.append(f"{request.path}: {error}\n{body}")
+            raise
+        CHECKED_TWIML["documents"] += 1
+        return answer(body)
+
+    monkeypatch.setattr(voice, "_twiml", checked)
+    yield
+    assert not refused, "TwiML Twilio would refuse:\n" + "\n".join(refused)
 
 
 @pytest.fixture

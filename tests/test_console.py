@@ -624,9 +624,20 @@ def test_recognitions_show_text_confidence_mode_and_model(app, admin, db):
 # Tickets --------------------------------------------------------------------------------------
 
 
+def assign_to_petrov(db, ticket: str) -> None:
+    """Operators change only their own tickets (and unassigned ones): make this one petrov's."""
+    petrov = roster_store.operator_by_login(db, "petrov")
+    with database.write_transaction(db):
+        db.execute(
+            "UPDATE tickets SET operator_id = ?, operator_name = ? WHERE number = ?",
+            [petrov["id"], petrov["full_name"], ticket],
+        )
+
+
 def test_ticket_status_change_and_notes_are_audited(app, operator, db):
     call = order_call(app)
     ticket = ticket_store.ticket_for_call(db, call.result.call_sid)["number"]
+    assign_to_petrov(db, ticket)
     page = text(operator.get(f"/console/tickets/{ticket}"))
     assert "Перевести в «в работе»" in page
     response = operator.post(
@@ -651,6 +662,7 @@ def test_ticket_status_change_and_notes_are_audited(app, operator, db):
 
 def test_bad_status_and_empty_or_huge_notes_are_refused(app, operator, db):
     ticket = ticket_store.ticket_for_call(db, order_call(app).result.call_sid)["number"]
+    assign_to_petrov(db, ticket)
     token = token_of(operator)
     operator.post(
         f"/console/tickets/{ticket}/status", data={"status": "closed", "csrf_token": token}
@@ -663,8 +675,33 @@ def test_bad_status_and_empty_or_huge_notes_are_refused(app, operator, db):
     assert ticket_store.ticket_notes(db, ticket) == [] and audit_rows(db, "ticket_status") == []
 
 
+def test_operators_change_only_their_own_or_unassigned_tickets(app, admin, operator, db):
+    ticket = ticket_store.ticket_for_call(db, order_call(app).result.call_sid)["number"]
+    assert ticket_store.get_ticket(db, ticket)["operator_name"].startswith("Иванова")
+    page = text(operator.get(f"/console/tickets/{ticket}"))
+    assert 'id="ticket-locked"' in page and "менять его могут только он и администраторы" in page
+    assert re.search(r'data-status="in_progress" disabled', page)
+    token = token_of(operator)
+    status = {"status": "resolved", "csrf_token": token}
+    assert operator.post(f"/console/tickets/{ticket}/status", data=status).status_code == 403
+    note = {"body": "not mine", "csrf_token": token}
+    assert operator.post(f"/console/tickets/{ticket}/notes", data=note).status_code == 403
+    assert ticket_store.get_ticket(db, ticket)["status"] == "open"
+    assert ticket_store.ticket_notes(db, ticket) == [] and audit_rows(db, "ticket_status") == []
+    # An admin may change anyone's ticket; an operator a ticket with no operator.
+    assert 'id="ticket-locked"' not in text(admin.get(f"/console/tickets/{ticket}"))
+    status["csrf_token"] = token_of(admin)
+    assert admin.post(f"/console/tickets/{ticket}/status", data=status).status_code == 303
+    with database.write_transaction(db):
+        db.execute("UPDATE tickets SET operator_id = NULL, operator_name = NULL")
+    reopen = {"status": "open", "csrf_token": token_of(operator)}
+    assert operator.post(f"/console/tickets/{ticket}/status", data=reopen).status_code == 303
+    assert ticket_store.get_ticket(db, ticket)["status"] == "open"
+
+
 def test_the_ivr_status_menu_reads_the_status_set_in_the_console(app, operator, db):
     ticket = ticket_store.ticket_for_call(db, order_call(app).result.call_sid)["number"]
+    assign_to_petrov(db, ticket)
     operator.post(
         f"/console/tickets/{ticket}/status",
         data={"status": "in_progress", "csrf_token": token_of(operator)},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from ivr.db import tickets as ticket_store
 from ivr.demo import read_demo_accounts, seed_demo_roster
 from ivr.devserver import LocalServer
 from ivr.emulator import EmulatedCall, HttpTransport
+from ivr.hours import Clock
 
 pytestmark = pytest.mark.browser
 
@@ -159,4 +161,44 @@ def test_english_toggle_and_sign_out(server, page):
     page.click("button:has-text('Sign out')")
     page.wait_for_url(re.compile(r"/console/login"))
     page.goto(server.base_url + "/console/calls")
+    assert "/console/login" in page.url
+
+
+def test_a_cookie_kept_from_before_sign_out_opens_nothing(server, browser, page):
+    sign_in(page, server, "petrov")
+    kept = page.context.cookies()
+    assert any(cookie["name"] == "ivr_console" for cookie in kept)
+    page.click("button:has-text('Выйти')")
+    page.wait_for_url(re.compile(r"/console/login"))
+    replay = browser.new_context(locale="ru-RU")
+    try:
+        replay.add_cookies(kept)  # what someone who copied the cookie would send
+        tab = replay.new_page()
+        tab.goto(server.base_url + "/console/calls")
+        assert "/console/login" in tab.url
+        assert tab.locator("input[name=password]").is_visible()
+    finally:
+        replay.close()
+
+
+def test_a_session_ends_twelve_hours_after_sign_in_even_in_use(server, page):
+    later = {"by": timedelta(0)}
+    server.app.extensions["ivr.wall_clock"] = Clock(source=lambda: datetime.now(UTC) + later["by"])
+    sign_in(page, server, "petrov")
+    for step in range(1, 16):  # a page every 45 minutes (the idle limit is 60) for 11¼ hours
+        later["by"] = timedelta(minutes=45 * step)
+        page.goto(server.base_url + "/console/calls")
+        assert "/console/login" not in page.url, later["by"]
+    later["by"] = timedelta(hours=12, minutes=1)
+    page.goto(server.base_url + "/console/calls")
+    assert "/console/login" in page.url
+    assert page.locator("input[name=password]").is_visible()
+
+
+def test_an_unused_session_ends_after_the_idle_limit(server, page):
+    later = {"by": timedelta(0)}
+    server.app.extensions["ivr.wall_clock"] = Clock(source=lambda: datetime.now(UTC) + later["by"])
+    sign_in(page, server, "petrov")
+    later["by"] = timedelta(minutes=server.app.extensions["ivr.settings"].session_idle_minutes + 1)
+    page.reload()
     assert "/console/login" in page.url

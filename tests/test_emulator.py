@@ -194,23 +194,90 @@ def test_speaking_into_a_record_posts_action_and_status_callback(record_app, med
     )
 
 
-def test_silence_at_a_record_skips_the_action_and_reports_absent(record_app, media):
+def test_silence_at_a_record_sends_an_empty_recording_to_the_action(record_app, media):
+    # Today's <Record> page: a silent recording is saved; the action gets duration 0.
     app, received = record_app
     call = EmulatedCall(FlaskTransport(app.test_client()), "http://localhost", TOKEN, media=media)
     call.start().silence()
     call.wait_for_callbacks()
+    recorded = dict(received)["recorded"]
+    assert recorded["RecordingDuration"] == "0" and "Digits" not in recorded
+    assert dict(received)["recording-status"]["RecordingStatus"] == "absent"
+    assert "Nothing was recorded." not in call.result.transcript  # verbs after are unreached
+
+
+def test_silence_with_the_older_behaviour_skips_the_action(record_app, media):
+    # The older page: an empty recording skips the action and the next verb runs.
+    app, received = record_app
+    call = EmulatedCall(
+        FlaskTransport(app.test_client()),
+        "http://localhost",
+        TOKEN,
+        media=media,
+        empty_recording="skip",
+    )
+    call.start().silence()
+    call.wait_for_callbacks()
     kinds = [kind for kind, _ in received]
     assert "recorded" not in kinds and "after-silence" in kinds
-    assert dict(received)["recording-status"]["RecordingStatus"] == "absent"
     assert "Nothing was recorded." in call.result.transcript
 
 
-def test_pound_at_a_record_is_an_empty_recording(record_app, media):
+def test_pound_at_a_record_ends_it_and_sends_the_key(record_app, media):
+    # "pressing finishOnKey immediately stops recording and submits ... the digit".
     app, received = record_app
     call = EmulatedCall(FlaskTransport(app.test_client()), "http://localhost", TOKEN, media=media)
     call.start().press("#")
-    assert "recorded" not in [kind for kind, _ in received]
-    assert "Goodbye." in call.result.transcript
+    recorded = dict(received)["recorded"]
+    assert (recorded["Digits"], recorded["RecordingDuration"]) == ("#", "0")
+    assert "Thank you." in call.result.transcript
+
+
+def test_speaking_then_pound_sends_the_recording_and_the_key(record_app, media):
+    app, received = record_app
+    call = EmulatedCall(FlaskTransport(app.test_client()), "http://localhost", TOKEN, media=media)
+    call.start().speak(AUDIO / "en_order_digits.wav", finish_key="#")
+    recorded = dict(received)["recorded"]
+    assert recorded["Digits"] == "#" and int(recorded["RecordingDuration"]) >= 2
+
+
+def test_hanging_up_during_a_record_sends_hangup_as_the_key(record_app, media):
+    app, received = record_app
+    call = EmulatedCall(FlaskTransport(app.test_client()), "http://localhost", TOKEN, media=media)
+    call.start().hang_up()
+    assert dict(received)["recorded"]["Digits"] == "hangup"
+    assert [kind for kind, _ in received][-1] == "status"
+
+
+def test_a_document_twilio_would_refuse_ends_the_call_with_its_error():
+    app = Flask(__name__)
+
+    @app.post("/twilio/voice")
+    def voice():
+        return '<Response><Say loop="twice">Hi</Say></Response>'
+
+    @app.post("/twilio/status")
+    def status():
+        return "", 204
+
+    call = EmulatedCall(FlaskTransport(app.test_client()), "http://localhost", TOKEN).start()
+    assert call.result.end == "error" and "12200" in call.result.errors[0]
+
+
+def test_a_queued_caller_waits_until_something_dequeues_them(server):
+    call = EmulatedCall(
+        HttpTransport(),
+        server.base_url,
+        server.auth_token,
+        dial_status="no-answer",
+        at="2026-11-26T12:00:00+03:00",
+    )
+    call.start().press("0").silence()
+    assert call.in_queue and not call.result.ended and call.result.end == "queued"
+    call.wait_in_queue().wait_in_queue()
+    assert call.in_queue  # nothing made up: no QueueResult without a dequeue
+    call.hang_up()
+    assert call.result.end == "queued" and call.result.ended
 
 
 def test_a_recording_can_be_not_ready_for_the_first_fetches(media):
@@ -265,4 +332,6 @@ def test_concurrent_emulated_calls_are_independent(server):
     for thread in threads:
         thread.join()
     assert len({r.call_sid for r in results}) == 10
-    assert all(r.end in ("connected", "queued") and not r.errors for r in results)
+    assert all(r.end in ("connected", "queued") and not r.errors for r in results), [
+        (r.end, r.errors) for r in results
+    ]

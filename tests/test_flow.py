@@ -6,6 +6,7 @@ import pytest
 
 from ivr import flow
 from ivr.flow import CallState, Keys, Turn
+from ivr.vocabulary import DIAL_CALL_STATUSES, QUEUE_RESULTS
 
 TICKET = flow.TicketReady(
     number="272401121",
@@ -177,10 +178,13 @@ def test_busy_operator_queues_the_caller():
 @pytest.mark.parametrize(
     "dial_status, step, outcome",
     [
+        # Every DialCallStatus the <Dial> page documents.
         ("completed", "ended", "connected"),
+        ("answered", "ended", "connected"),  # answered and connected: not queued again
         ("no-answer", "queue", "queued"),
         ("busy", "queue", "queued"),
         ("failed", "queue", "queued"),
+        ("canceled", "queue", "queued"),
     ],
 )
 def test_dial_result(dial_status, step, outcome):
@@ -189,19 +193,74 @@ def test_dial_result(dial_status, step, outcome):
     assert (reply.name, state.outcome) == (step, outcome)
 
 
-@pytest.mark.parametrize(
-    "result, outcome",
-    [
-        ("bridged", "connected"),
-        ("hangup", "hung_up_in_queue"),
-        ("queue-full", "callback_after_queue"),
-        ("error", "callback_after_queue"),
-    ],
-)
-def test_queue_result(result, outcome):
+def test_every_documented_dial_status_is_in_the_table():
+    assert set(DIAL_CALL_STATUSES) == {
+        "completed",
+        "answered",
+        "busy",
+        "no-answer",
+        "failed",
+        "canceled",
+    }
+
+
+# Every QueueResult the <Enqueue> page documents: (outcome, what the caller hears, end).
+QUEUE_TABLE = {
+    "bridged": ("connected", None, "hangup"),
+    "bridging-in-process": ("connected", None, "hangup"),
+    "redirected-from-bridged": ("connected", None, "hangup"),
+    "hangup": ("hung_up_in_queue", None, "hangup"),
+    "leave": ("callback_after_queue", "queue_callback", "hangup"),
+    "queue-full": ("callback_after_queue", "queue_failed", "hangup"),
+    "error": ("queued", "operator_busy", "enqueue"),  # once more, then a callback
+    "system-error": ("queued", "operator_busy", "enqueue"),
+    "redirected": ("queued", None, "nothing"),  # a REST update runs the call now
+}
+
+
+def test_the_queue_table_covers_every_documented_result():
+    assert set(QUEUE_TABLE) == set(QUEUE_RESULTS)
+
+
+@pytest.mark.parametrize("result", sorted(QUEUE_TABLE))
+def test_queue_result(result):
+    outcome, prompt, end = QUEUE_TABLE[result]
     state, _, _, _ = walk(keys=["0", ""], effects=Effects(replace(TICKET, operator_busy=True)))
     state, reply = flow.run(state, flow.QueueEnded(result), Effects())
-    assert state.outcome == outcome and reply.end == "hangup"
+    assert (state.outcome, reply.end) == (outcome, end)
+    keys = [say.key for say in reply.say]
+    assert (prompt in keys) if prompt else not any(k.startswith("queue_") for k in keys)
+
+
+@pytest.mark.parametrize("result", ["error", "system-error"])
+def test_a_second_queue_error_gives_up_with_a_callback(result):
+    state, _, _, _ = walk(keys=["0", ""], effects=Effects(replace(TICKET, operator_busy=True)))
+    state, reply = flow.run(state, flow.QueueEnded(result), Effects())
+    assert reply.end == "enqueue" and state.requeued
+    state, reply = flow.run(state, flow.QueueEnded(result), Effects())
+    assert (state.outcome, reply.end) == ("callback_after_queue", "hangup")
+    assert "queue_failed" in [say.key for say in reply.say]
+
+
+@pytest.mark.parametrize(
+    "purpose, duration, digits, heard",
+    [
+        ("order_number", "0", "", False),  # silence: saved with duration 0
+        ("order_number", "0", "#", False),
+        ("order_number", "1", "#", False),  # '#' at once: nothing said
+        ("order_number", "4", "#", True),  # said the number, then '#'
+        ("order_number", "1", "", True),  # ended by silence: recognition decides
+        ("order_number", "5", "hangup", False),  # nobody left to hear a read-back
+        ("confirm", "1", "#", True),
+        ("confirm", "0", "", False),
+        ("description", "1", "#", False),  # skipped with '#'
+        ("description", "3", "#", True),  # described, then '#'
+        ("description", "6", "hangup", True),  # described, then hung up: kept
+        ("description", "", "", True),  # no duration given: taken as said
+    ],
+)
+def test_what_a_record_ended_by_a_key_or_silence_holds(purpose, duration, digits, heard):
+    assert flow.recording_heard(purpose, duration, digits) is heard
 
 
 FOUND = flow.TicketFound(

@@ -7,6 +7,7 @@ import re
 
 from conftest import AUTH_TOKEN, CALLER
 
+from ivr.config import load_settings
 from ivr.emulator import EmulatedCall, FlaskTransport
 from ivr.logs import JsonFormatter, mask_phone, mask_phones_in
 
@@ -77,3 +78,28 @@ def test_metrics_count_safe_fallback_answers(app, db_path, monkeypatch):
     assert "техническая неполадка" in call.result.transcript and call.result.queue == "support-ru"
     text = app.test_client().get("/metrics").get_data(as_text=True)
     assert 'ivr_webhook_failures_total{kind="incoming_call"} 1' in text
+
+
+def test_metrics_are_served_to_loopback_only_by_default(app):
+    assert app.test_client().get("/metrics").status_code == 200
+    for address in ("203.0.113.5", "10.0.0.7", "::ffff:8.8.8.8"):
+        remote = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": address})
+        assert remote.status_code == 403, address
+    assert app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+
+
+def test_metrics_want_the_bearer_token_when_one_is_set(make_app):
+    app = make_app(metrics_token="scrape-token-0123456789")
+    remote = {"REMOTE_ADDR": "203.0.113.5"}
+    client = app.test_client()
+    assert client.get("/metrics", environ_base=remote).status_code == 401
+    assert client.get("/metrics").status_code == 401  # loopback too, once a token is set
+    wrong = {"Authorization": "Bearer scrape-token-wrong"}
+    assert client.get("/metrics", headers=wrong, environ_base=remote).status_code == 401
+    right = {"Authorization": "Bearer scrape-token-0123456789"}
+    response = client.get("/metrics", headers=right, environ_base=remote)
+    assert response.status_code == 200 and "ivr_calls_total" in response.get_data(as_text=True)
+
+
+def test_metrics_token_comes_from_the_environment():
+    assert load_settings({"IVR_METRICS_TOKEN": " t0ken "}).metrics_token == "t0ken"

@@ -412,22 +412,57 @@ def test_bad_sids_are_refused(
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_a_redirect_to_another_host_is_refused(
+def test_a_redirect_to_a_host_off_the_list_is_refused(
     media, scripted, make_fetcher, recordings_dir, call_sid, status
 ):
     url, recording = media.add(ACCOUNT_SID, AUDIO_DIR / "ru_yes.wav")
-    # Same machine, other host name and port: a different origin, though both are allowed.
+    # Same machine, other host name: "localhost" is not on this fetcher's list.
     elsewhere = url.replace("127.0.0.1", "localhost") + ".wav"
     redirector = scripted(answer_with(status, headers={"Location": elsewhere}))
-    fetcher = make_fetcher(host_of(redirector.base_url), "localhost")
+    fetcher = make_fetcher(host_of(redirector.base_url))
 
     result = fetcher.fetch(redirector.recording_url(recording.sid), call_sid, recording.sid)
 
     assert (result.ok, result.reason, result.attempts) == (False, "not_allowed", 1)
     assert "redirect" in result.detail
     assert len(redirector.requests) == 1
-    assert media.requests == []  # the credentials never went there
+    assert media.requests == []  # nothing was sent there
     assert files_under(recordings_dir) == []
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_redirect_to_an_allowed_host_is_followed_without_the_credentials(
+    scripted, make_fetcher, recordings_dir, call_sid, status
+):
+    # Twilio's media URL redirects to where the file is stored: followed when that host is
+    # allowed, but the account SID and auth token stay with the host they were meant for.
+    wav = (AUDIO_DIR / "ru_yes.wav").read_bytes()
+    storage = scripted(answer_with(200, wav, {"Content-Type": "audio/x-wav"}), host="localhost")
+    stored_at = storage.base_url.replace("127.0.0.1", "localhost") + "/stored/file.wav"
+    redirector = scripted(answer_with(status, headers={"Location": stored_at}))
+    fetcher = make_fetcher(host_of(redirector.base_url), host_of(stored_at).split("/")[0])
+    sid = new_sid("RE")
+
+    result = fetcher.fetch(redirector.recording_url(sid), call_sid, sid)
+
+    assert result.ok, result
+    assert redirector.requests[0][2] and redirector.requests[0][2].startswith("Basic ")
+    assert [authorization for _, _, authorization in storage.requests] == [None]
+
+
+def test_a_401_from_the_media_host_is_logged_loudly_once_per_call_and_counted(
+    media, make_fetcher, call_sid, caplog
+):
+    # No credentials configured (the account SID missing): Twilio's media host says 401.
+    url, recording = media.add(ACCOUNT_SID, AUDIO_DIR / "ru_yes.wav")
+    fetcher = make_fetcher(host_of(url).split("/")[0], account_sid="")
+    with caplog.at_level("ERROR", logger="ivr.recordings"):
+        first = fetcher.fetch(url, call_sid, recording.sid)
+        again = fetcher.fetch(url, call_sid, recording.sid)
+    assert (first.ok, first.detail, again.detail) == (False, "HTTP 401", "HTTP 401")
+    loud = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(loud) == 1 and "IVR_TWILIO_ACCOUNT_SID" in loud[0].getMessage()
+    assert fetcher.health() == {"media_auth_failures": 2, "last_media_auth_failure": "HTTP 401"}
 
 
 @pytest.mark.parametrize(
@@ -906,3 +941,47 @@ def test_bad_allowed_host_entries(entry):
 )
 def test_canonical_hosts(host, canonical):
     assert is_canonical_host(host) is canonical
+
+
+def _make_run_recording_hosts() -> tuple[str, ...]:
+    """The IVR_RECORDING_HOSTS `make run` uses when none is set (read with `make -n`)."""
+    import re
+    import shutil
+    import subprocess
+
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parent.parent
+    commands = subprocess.run(
+        ["make", "-n", "-s", "run"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    default = re.search(r"IVR_RECORDING_HOSTS:-([^}]*)\}", commands).group(1)
+    return tuple(part.strip() for part in default.split(","))
+
+
+def test_make_run_fetches_recordings_only_from_the_emulators_media_host():
+    from ivr.cli import EMULATOR_MEDIA_PORT
+
+    allowed = [AllowedHost.parse(entry) for entry in _make_run_recording_hosts()]
+    assert [entry.admits("127.0.0.1", EMULATOR_MEDIA_PORT) for entry in allowed] == [True]
+    for host, port in [("127.0.0.1", 8080), ("127.0.0.1", 22), ("api.twilio.com", 443)]:
+        assert not any(entry.admits(host, port) for entry in allowed), (host, port)
+
+
+def test_ivr_calls_media_host_listens_on_the_agreed_port():
+    from click import ClickException
+
+    from ivr.cli import media_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    media = media_server(port)
+    try:
+        assert media.base_url == f"http://127.0.0.1:{port}"
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        with pytest.raises(ClickException, match=f"127.0.0.1:{port}"):
+            media_server(port)  # taken: one line saying what to do
+    finally:
+        media.close()

@@ -452,8 +452,11 @@ def json_log():
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("ivr")
     logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # as configure_logging would (it skips: a JSON handler is on)
     yield stream
     logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def test_caller_numbers_are_masked_in_the_logs(speech_server, media, json_log):

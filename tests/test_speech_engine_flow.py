@@ -63,7 +63,12 @@ def test_russian_number_through_the_korean_model_is_not_recognised_then_keypad(
 ):
     server = korean_as_russian
     call = EmulatedCall(
-        HttpTransport(), server.base_url, server.auth_token, at=NOON, media=media
+        HttpTransport(),
+        server.base_url,
+        server.auth_token,
+        at=NOON,
+        media=media,
+        account_sid=server.account_sid,
     ).start()
     call.press("1")
     assert "назовите его цифры после сигнала" in call.result.transcript
@@ -129,7 +134,13 @@ def test_spoken_number_is_recognised_with_a_real_model(language, fixture, tmp_pa
     try:
         to = "+78002345555" if language == "ru" else "+74952321000"
         call = EmulatedCall(
-            HttpTransport(), server.base_url, server.auth_token, at=NOON, media=media, to=to
+            HttpTransport(),
+            server.base_url,
+            server.auth_token,
+            at=NOON,
+            media=media,
+            to=to,
+            account_sid=server.account_sid,
         ).start()
         if language == "en":
             call.press("2")

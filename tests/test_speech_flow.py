@@ -81,6 +81,10 @@ class RewrittenMedia:
         url, recording = self.media.add(account_sid, path, not_ready_fetches)
         return self.rewrite(url), recording
 
+    def add_silence(self, account_sid, seconds=0.0):
+        url, recording = self.media.add_silence(account_sid, seconds)
+        return self.rewrite(url), recording
+
 
 def _call(server, media, **kwargs):
     return EmulatedCall(

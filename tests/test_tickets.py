@@ -6,6 +6,7 @@ from ivr.tickets import (
     TICKET_LENGTH,
     group_digits,
     is_valid_ticket_number,
+    may_change_ticket,
     new_ticket_number,
     verhoeff_check_digit,
 )
@@ -87,3 +88,18 @@ def test_group_digits(number, groups):
 def test_check_digit_refuses_non_digits():
     with pytest.raises(ValueError):
         verhoeff_check_digit("12a")
+
+
+@pytest.mark.parametrize(
+    ("role", "ticket_operator", "allowed"),
+    [
+        ("operator", 7, True),  # their own
+        ("operator", None, True),  # nobody's yet
+        ("operator", 8, False),  # another operator's
+        ("admin", 8, True),
+        ("admin", None, True),
+        ("admin", 7, True),
+    ],
+)
+def test_who_may_change_a_ticket(role, ticket_operator, allowed):
+    assert may_change_ticket(role, 7, ticket_operator) is allowed

@@ -238,7 +238,8 @@ def test_dial_no_answer_puts_caller_in_queue(app):
     transport = FlaskTransport(app.test_client())
     c = EmulatedCall(transport, "http://localhost", AUTH_TOKEN, dial_status="no-answer")
     c.start().press("0").silence()
-    assert c.result.connected_to and c.result.queue == "support-ru"
+    assert not c.result.connected_to and c.result.queue == "support-ru"
+    assert [h.kind for h in c.result.heard].count("dial") == 1
     assert "Оператор не смог ответить" in c.result.transcript
 
 
@@ -438,11 +439,27 @@ def test_fallback_for_known_call_gives_ticket_and_operator(app, db):
     assert row["ticket_number"] and is_valid_ticket_number(row["ticket_number"])
 
 
-def test_fallback_for_unknown_call_still_queues_for_an_operator(client):
-    response = _post(client, "/twilio/fallback", _params(ErrorCode="11200"))
+def test_fallback_for_a_call_never_seen_records_it_and_gives_a_ticket(client, db):
+    # The call's very first webhook failed: Twilio went straight to the fallback URL.
+    params = _params(ErrorCode="11200", ErrorUrl="https://ivr.example.ru/twilio/voice")
+    params["CallStatus"] = "in-progress"
+    response = _post(client, "/twilio/fallback", params)
     text = response.get_data(as_text=True)
     assert response.status_code == 200
-    assert "техническая неполадка" in text and "<Enqueue>support-ru</Enqueue>" in text
+    assert "техническая неполадка" in text and "Номер обращения" in text
+    row = call_store.get_call(db, params["CallSid"])
+    assert (row["line"], row["from_number"], row["to_number"]) == ("domestic", CALLER, DOMESTIC)
+    ticket = ticket_store.ticket_for_call(db, params["CallSid"])
+    assert ticket is not None and ticket["caller_number"] == CALLER
+    events = [e["kind"] for e in call_store.call_events(db, params["CallSid"])]
+    assert "fallback" in events
+    fallback_event = call_store.call_events(db, params["CallSid"])[events.index("fallback")]
+    assert fallback_event["detail"]["error_code"] == "11200"
+    # The status callback completes it as any other call.
+    _post(client, "/twilio/status", {**params, "CallStatus": "completed", "CallDuration": "30"})
+    row = call_store.get_call(db, params["CallSid"])
+    assert (row["status"], row["duration"]) == ("completed", 30)
+    assert row["outcome"] != "hung_up"
 
 
 def test_healthz_reports_database(client):

@@ -16,6 +16,12 @@ def get_call(db: Database, call_sid: str) -> dict[str, Any] | None:
     return core.row(db.execute("SELECT * FROM calls WHERE call_sid = ?", [call_sid]))
 
 
+def current_seq(db: Database, call_sid: str) -> int:
+    """The call's step counter (0 for a call not on record)."""
+    found = db.execute("SELECT seq FROM calls WHERE call_sid = ?", [call_sid]).fetchone()
+    return found[0] if found else 0
+
+
 def insert_call(db: Database, call: dict[str, Any]) -> None:
     """Record a new call."""
     core.insert(db, "calls", call)

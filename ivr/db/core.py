@@ -11,8 +11,11 @@ parameter; the only text put into SQL is table and column names written in this 
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +28,9 @@ from sqlite_utils import Database
 __all__ = ["Database", "connect", "insert", "row", "rows", "timestamp", "update"]
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*\Z")
+DATABASE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+log = logging.getLogger("ivr.db")
 
 
 def timestamp(instant: datetime) -> str:
@@ -35,7 +41,8 @@ def timestamp(instant: datetime) -> str:
 def connect(path: str | Path, busy_timeout_ms: int = 5000) -> Database:
     """Open the database in WAL mode with a busy timeout well under Twilio's 15 s."""
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(Path(path).parent)
+        make_private_files(Path(path))
     conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -46,6 +53,39 @@ def connect(path: str | Path, busy_timeout_ms: int = 5000) -> Database:
     db.ivr_write_lock = None if str(path) == ":memory:" else _write_lock(path)
     db.ivr_busy_timeout = busy_timeout_ms / 1000
     return db
+
+
+def make_private_folder(folder: Path) -> None:
+    """Create the folder (and missing parents) readable by this user only (0700).
+
+    A folder that already exists keeps its mode: it may be shared (the working directory);
+    the files in it are what must be private.
+    """
+    if folder.is_dir():
+        return
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+
+
+def make_private_files(path: Path) -> None:
+    """The database and its -wal / -shm files: 0600 (they hold numbers, transcripts, hashes).
+
+    SQLite gives -wal and -shm the database file's mode, so creating that file 0600 before
+    SQLite opens it covers the others; files left with looser modes are fixed and logged.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in DATABASE_SUFFIXES:
+        file = Path(f"{path}{suffix}")
+        try:
+            current = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if current & 0o077:
+            file.chmod(0o600)
+            log.warning(
+                "database file was readable by other users: mode set to 0600",
+                extra={"path": str(file), "was": oct(current)},
+            )
 
 
 # Writers in this process take turns on one lock per database file before BEGIN IMMEDIATE:

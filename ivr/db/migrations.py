@@ -214,11 +214,33 @@ def v3_console_search_indexes(db: Database) -> None:
     )
 
 
+def v5_sessions_and_sign_in_unlock(db: Database) -> None:
+    """Server-side console sessions (revocable); failed sign-ins an admin cleared.
+
+    Written as v5 beside another branch's v4 (indexes); renumber at merge if needed.
+    """
+    _run(
+        db,
+        """
+        CREATE TABLE console_sessions (
+            id_hash TEXT PRIMARY KEY,
+            operator_id INTEGER NOT NULL REFERENCES operators(id),
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX console_sessions_operator ON console_sessions(operator_id)",
+        "ALTER TABLE login_attempts ADD COLUMN cleared_at TEXT",
+    )
+
+
 # Each entry moves the schema one version up (the version is its position, from 1).
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     v1_calls_tickets_operators,
     v2_speech_and_console,
     v3_console_search_indexes,
+    v5_sessions_and_sign_in_unlock,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ivr.db import core
+from ivr.db import core, sessions
 from ivr.db.core import Database
 
 
@@ -47,10 +47,13 @@ def update_operator(db: Database, operator_id: int, changes: dict[str, Any]) -> 
 
 
 def set_operator_password(db: Database, operator_id: int, password_hash: str | None) -> None:
-    """Store an operator's password hash (never the password)."""
+    """Store an operator's password hash (never the password); ends their console sessions."""
     db.execute("UPDATE operators SET password_hash = ? WHERE id = ?", [password_hash, operator_id])
+    sessions.end_operator_sessions(db, operator_id)
 
 
 def set_operator_active(db: Database, operator_id: int, active: bool) -> None:
-    """Activate or deactivate an operator."""
+    """Activate or deactivate an operator (which ends their console sessions)."""
     db.execute("UPDATE operators SET active = ? WHERE id = ?", [int(active), operator_id])
+    if not active:
+        sessions.end_operator_sessions(db, operator_id)

@@ -13,7 +13,7 @@ never drops them, it routes them on (to an operator with a ticket, or, after hou
 callback ticket).
 """
 
-from ivr.flow.machine import advance, current_step, pending_record, run, start
+from ivr.flow.machine import advance, current_step, pending_record, recording_heard, run, start
 from ivr.flow.messages import (
     CallStarted,
     CreateTicket,
@@ -86,6 +86,7 @@ __all__ = [
     "advance",
     "current_step",
     "pending_record",
+    "recording_heard",
     "present",
     "run",
     "start",

@@ -34,6 +34,7 @@ from ivr.flow.state import (
     MAX_POLLS,
     MAX_REPEATS,
     MAX_TRIES,
+    MIN_ANSWER_SECONDS,
     ORDER_NUMBER_LENGTH,
     RECORD_STEPS,
     WAIT_STEPS,
@@ -41,7 +42,15 @@ from ivr.flow.state import (
 )
 from ivr.flow.turns import can_say_yes_no, present
 from ivr.tickets import is_valid_ticket_number
-from ivr.vocabulary import Category, Language, Line, Outcome, Step
+from ivr.vocabulary import (
+    CONNECTED_DIAL_STATUSES,
+    Category,
+    Language,
+    Line,
+    Outcome,
+    RecordingPurpose,
+    Step,
+)
 
 
 def _go(state: CallState, step: str, before: tuple[Say, ...] = (), **changes: Any) -> tuple:
@@ -406,23 +415,55 @@ def _on_ticket_ready(state: CallState, event: TicketReady) -> tuple:
 
 
 def _on_dial_ended(state: CallState, event: DialEnded) -> tuple:
-    if event.status == "completed":
-        return replace(state, step=FINAL_STEP, outcome=Outcome.CONNECTED), Turn(
-            FINAL_STEP, end="hangup"
-        )
+    if event.status in CONNECTED_DIAL_STATUSES:
+        return _ended(state, Outcome.CONNECTED)
     return _enqueue(state, Say("operator_unavailable"))
 
 
+# How the caller left the queue (the <Enqueue> page's QueueResult values), on purpose:
+QUEUE_CONNECTED = ("bridged", "bridging-in-process", "redirected-from-bridged")
+
+
 def _on_queue_ended(state: CallState, event: QueueEnded) -> tuple:
-    if event.result == "bridged":
-        return replace(state, step=FINAL_STEP, outcome=Outcome.CONNECTED), Turn(
-            FINAL_STEP, end="hangup"
-        )
-    if event.result in ("hangup", "leave"):
-        return replace(state, step=FINAL_STEP, outcome=Outcome.HUNG_UP_IN_QUEUE), Turn(
-            FINAL_STEP, end="hangup"
-        )
+    result = event.result
+    if result in QUEUE_CONNECTED:
+        # Dequeued by an operator's <Dial><Queue> (the action comes after the talk).
+        return _ended(state, Outcome.CONNECTED)
+    if result == "hangup":
+        return _ended(state, Outcome.HUNG_UP_IN_QUEUE)
+    if result == "leave":
+        # The caller chose a callback while waiting (<Leave> in the wait TwiML).
+        return _end(state, (Say("queue_callback"),), Outcome.CALLBACK_AFTER_QUEUE)
+    if result == "redirected":
+        # Moved out of the queue by a REST call update: the new URL runs the call now.
+        return state, Turn(state.step, end="nothing")
+    if result in ("error", "system-error") and not state.requeued:
+        # Twilio could not hold the call in the queue: try once more before giving up.
+        return _enqueue(replace(state, requeued=True), Say("operator_busy"))
+    # queue-full, or a second error: the ticket stands and an operator calls back.
     return _end(state, (Say("queue_failed"),), Outcome.CALLBACK_AFTER_QUEUE)
+
+
+def _ended(state: CallState, outcome: str) -> tuple:
+    """The call is over for the IVR (nothing more to say): record how it ended."""
+    return replace(state, step=FINAL_STEP, outcome=outcome), Turn(FINAL_STEP, end="hangup")
+
+
+def recording_heard(purpose: str, duration: str, digits: str) -> bool:
+    """Whether a <Record> ended with something said (Twilio's RecordingDuration, Digits).
+
+    Empty (0 s) is nothing; a recording ended by a key ('#', the caller skipping) or by
+    hanging up at an order number or a yes/no is nothing when it is too short to hold an
+    answer. An unknown duration is taken as something said (recognition decides).
+    """
+    if not (duration.isascii() and duration.isdigit()):
+        return True
+    seconds = int(duration)
+    if seconds == 0:
+        return False
+    if digits == "hangup" and purpose != RecordingPurpose.DESCRIPTION:
+        return False  # nobody is left to hear the read-back
+    return not digits or seconds >= MIN_ANSWER_SECONDS.get(purpose, 1)
 
 
 _KEY_HANDLERS = {

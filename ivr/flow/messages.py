@@ -143,7 +143,8 @@ class Turn:
     name: str
     say: tuple[Say, ...] = ()
     gather: Gather | None = None
-    end: str = "wait"  # "wait" (gather/record pending), "poll", "hangup", "dial", "enqueue"
+    # "wait" (gather/record pending), "poll", "hangup", "dial", "enqueue", "nothing"
+    end: str = "wait"
     target: str | None = None
     record: Record | None = None
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ivr.vocabulary import Category, Language, Line, Step
+from ivr.vocabulary import Category, Language, Line, RecordingPurpose, Step
 
 MAX_TRIES = 3
 ORDER_NUMBER_LENGTH = 10
 MAX_REPEATS = 3
 MAX_SPEECH_TRIES = 2  # after two failed spoken numbers the caller uses the keypad only
 MAX_POLLS = 10  # "one moment" waits of about a second for a recognition result
+# The shortest recording that can hold an answer, by purpose: a spoken order number takes
+# several seconds, a "да" about one. A recording ended by a key (the caller pressed '#')
+# that is shorter holds no answer: "nothing said", at once, without waiting for recognition.
+MIN_ANSWER_SECONDS = {
+    RecordingPurpose.ORDER_NUMBER: 2,
+    RecordingPurpose.CONFIRM: 1,
+    RecordingPurpose.DESCRIPTION: 2,
+}
 
 CATEGORY_KEYS = {
     "1": Category.DELIVERY,
@@ -74,6 +82,7 @@ class CallState:
     polls: int = 0
     description_recording: str | None = None
     confirm_listened: bool = False
+    requeued: bool = False  # put back in the queue once after a queue error
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (shallow: every field is a plain value, a tuple or a flat dict).

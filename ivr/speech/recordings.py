@@ -133,18 +133,31 @@ class _Failure(Exception):
         self.retry = retry
 
 
-class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to the same scheme, host and port; refuse any other."""
+class _AllowedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an allowed media host; credentials stay with their host.
+
+    Twilio answers a media URL with a redirect to where the file is stored. The redirect
+    is followed only when its target is on IVR_RECORDING_HOSTS, and the Authorization
+    header (the account SID and auth token) is dropped whenever the target's origin differs
+    from the URL it was meant for.
+    """
 
     max_redirections = MAX_REDIRECTS
 
+    def __init__(self, admits: Callable[[str, int], bool]) -> None:
+        super().__init__()
+        self.admits = admits
+
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        """Refuse a cross-origin redirect before anything is sent there."""
+        """Refuse a redirect off the allow list before anything is sent there."""
         target = _origin(newurl)
-        if target is None or target != _origin(req.full_url):
+        if target is None or not self.admits(target[1], target[2]):
             fp.close()
             raise RecordingUrlRefused(f"redirect to {newurl!r} refused")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        followed = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if followed is not None and target != _origin(req.full_url):
+            followed.remove_header("Authorization")
+        return followed
 
 
 def is_canonical_host(host: str) -> bool:
@@ -256,6 +269,9 @@ class RecordingFetcher:
             if account_sid and auth_token
             else None
         )
+        self.auth_failures = 0
+        self.last_auth_failure: str | None = None
+        self._refused_calls: set[str] = set()
         # Only the handlers we want: no proxies from the environment, no file:, ftp: or data:.
         self._opener = urllib.request.OpenerDirector()
         for handler in (
@@ -263,9 +279,36 @@ class RecordingFetcher:
             urllib.request.HTTPSHandler(context=ssl.create_default_context()),
             urllib.request.HTTPDefaultErrorHandler(),
             urllib.request.HTTPErrorProcessor(),
-            _SameOriginRedirects(),
+            _AllowedRedirects(self._admits),
         ):
             self._opener.add_handler(handler)
+
+    def _admits(self, host: str, port: int) -> bool:
+        return any(allowed.admits(host, port) for allowed in self.allowed_hosts)
+
+    def health(self) -> dict[str, Any]:
+        """Refusals by the media host (401/403: wrong or missing account SID or token)."""
+        return {
+            "media_auth_failures": self.auth_failures,
+            "last_media_auth_failure": self.last_auth_failure,
+        }
+
+    def _note_refusal(self, failure: _Failure, call_sid: str) -> None:
+        """A 401/403 is a configuration problem: say so loudly, once per call."""
+        self.auth_failures += 1
+        self.last_auth_failure = failure.detail
+        if call_sid in self._refused_calls:
+            return
+        if len(self._refused_calls) > 10_000:
+            self._refused_calls.clear()
+        self._refused_calls.add(call_sid)
+        logger.error(
+            "the media host refused the recording download (%s): check IVR_TWILIO_ACCOUNT_SID "
+            "and IVR_TWILIO_AUTH_TOKEN (Twilio's HTTP auth on media URLs needs both)%s",
+            failure.detail,
+            "" if self._authorization else "; no credentials are configured",
+            extra={"call_sid": call_sid},
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> RecordingFetcher:
@@ -305,6 +348,8 @@ class RecordingFetcher:
                     )
                     self.sleep(delay)
                     continue
+                if failure.detail in ("HTTP 401", "HTTP 403"):
+                    self._note_refusal(failure, call_sid)
                 logger.warning(
                     "recording fetch failed after %d attempt(s): %s",
                     attempt,
@@ -496,7 +541,7 @@ def purge(
     purged: list[str] = []
     for row in speech_store.recordings_created_before(db, older_than):
         try:
-            files = _stored_files(root, row)
+            files = stored_files(root, row)
             for path in files:
                 path.unlink(missing_ok=True)
         except OSError as error:
@@ -516,7 +561,7 @@ def purge(
     return len(purged)
 
 
-def _stored_files(root: Path, row: dict[str, Any]) -> list[Path]:
+def stored_files(root: Path, row: dict[str, Any]) -> list[Path]:
     """The files a recording row may have on disk; never anything but <CallSid>/<RE...>.wav."""
     call_sid, sid = row["call_sid"], row["sid"]
     try:

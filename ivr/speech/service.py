@@ -150,7 +150,8 @@ class SpeechService:
                 engine["models"][language]["number_words_missing"] = len(
                     report.get("number_words_missing") or []
                 )
-        return {**engine, "counters": counters}
+        fetcher = getattr(self.fetcher, "health", None)
+        return {**engine, "counters": counters, **(fetcher() if fetcher else {})}
 
     def close(self) -> None:
         """Finish queued jobs and stop the workers."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 
 from ivr import db as database
 from ivr.calls import CallDesk
-from ivr.config import Settings, default_prompts_dir, load_settings
+from ivr.config import ConfigError, Settings, default_prompts_dir, load_settings
 from ivr.db import operators as roster_store
 from ivr.db import reports
 from ivr.hours import Clock
@@ -38,6 +41,11 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
     """
     configure_logging()
     settings: Settings = load_settings().with_overrides(dict(config or {}))
+    if settings.vosk_models and not settings.account_sid:
+        raise ConfigError(
+            "IVR_TWILIO_ACCOUNT_SID is not set: speech needs it to download recordings "
+            "(Twilio's HTTP auth on media URLs takes the account SID and auth token)"
+        )
     app = Flask(__name__.split(".")[0])
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     configure_sessions(app, settings)  # secret key (IVR_SECRET_KEY or instance/secret-key)
@@ -46,6 +54,9 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
     app.extensions["ivr.settings"] = settings
     app.extensions["ivr.speech"] = speech
     app.extensions["ivr.metrics"] = Metrics()
+    # The real time for security records and session lifetimes (IVR_NOW does not move it;
+    # tests replace its source to let hours pass).
+    app.extensions["ivr.wall_clock"] = Clock()
     app.extensions["ivr.desk"] = CallDesk(
         settings=settings,
         clock=Clock(fixed=settings.now),
@@ -62,7 +73,29 @@ def create_app(config: Mapping[str, Any] | None = None, speech_engine: Any = Non
     app.register_blueprint(ops)
     app.register_blueprint(voice_blueprint)
     app.register_blueprint(console_blueprint)
+    prefix = urllib.parse.urlsplit(settings.public_url).path.rstrip("/")
+    if prefix:
+        app.wsgi_app = _PathPrefix(app.wsgi_app, prefix)  # type: ignore[method-assign]
     return app
+
+
+class _PathPrefix:
+    """Serve under IVR_PUBLIC_URL's path (e.g. /ivr) whether or not the proxy strips it.
+
+    A request for /ivr/twilio/voice runs as /twilio/voice with SCRIPT_NAME /ivr; one the
+    proxy already stripped (/twilio/voice) runs as it is. TwiML URLs carry the prefix
+    either way (ivr.web.voice), so Twilio resolves them to the public path.
+    """
+
+    def __init__(self, app: Any, prefix: str) -> None:
+        self.app, self.prefix = app, prefix
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
+            environ["PATH_INFO"] = path[len(self.prefix) :] or "/"
+        return self.app(environ, start_response)
 
 
 def init_db(app: Flask, settings: Settings) -> None:
@@ -77,9 +110,26 @@ def init_db(app: Flask, settings: Settings) -> None:
     context.init_app(app)
 
 
+def metrics_refusal() -> tuple[str, int, dict[str, str]] | None:
+    """Who may scrape /metrics: a bearer of IVR_METRICS_TOKEN if one is set, else loopback."""
+    token = current_app.extensions["ivr.settings"].metrics_token
+    if token:
+        sent = request.headers.get("Authorization", "")
+        if hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return None
+        return "bearer token required\n", 401, {"WWW-Authenticate": "Bearer"}
+    try:
+        loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        loopback = False
+    return None if loopback else ("metrics are served to loopback only\n", 403, {})
+
+
 @ops.get("/metrics")
 def metrics():
     """Prometheus' text format: calls by outcome, recognitions, webhook latency."""
+    if refusal := metrics_refusal():
+        return refusal
     db = get_db()
     text = current_app.extensions["ivr.metrics"].render(
         reports.all_outcomes(db), reports.all_recognitions(db)

@@ -1,4 +1,9 @@
-"""Console sessions: the session secret, cookie flags, CSRF (passwords: ivr.accounts)."""
+"""Console sessions: the session secret, cookie flags, CSRF (passwords: ivr.accounts).
+
+The signed cookie carries the language, the CSRF token and a session id; whether that id
+still names a live session is decided server-side (ivr.db.sessions), so a session can end
+before its cookie does.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,12 @@ from pathlib import Path
 from flask import Flask, session
 
 from ivr.config import Settings
+from ivr.db.core import make_private_folder
 
 log = logging.getLogger("ivr.console")
 
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name
-SESSION_LIFETIME = timedelta(hours=12)  # one shift
+SESSION_LIFETIME = timedelta(hours=12)  # one shift; absolute: use does not extend it
 
 
 def instance_dir(settings: Settings) -> Path:
@@ -33,7 +39,7 @@ def load_or_create_secret_key(folder: Path) -> str:
         return _read_key(path)
     except FileNotFoundError:
         pass
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_folder(folder)
     key = secrets.token_hex(32)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -68,6 +74,8 @@ def configure_sessions(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.public_url.lower().startswith("https://"),
         PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        # A cookie is only sent again when the session changes, not renewed on every use.
+        SESSION_REFRESH_EACH_REQUEST=False,
     )
 
 

@@ -9,6 +9,7 @@ from flask import Flask, current_app, g
 from ivr import db as database
 from ivr.calls import CallDesk
 from ivr.config import Settings
+from ivr.hours import Clock
 
 
 def init_app(app: Flask) -> None:
@@ -41,6 +42,11 @@ def release_db(_error: BaseException | None) -> None:
 def desk() -> CallDesk:
     """The call service of this app."""
     return current_app.extensions["ivr.desk"]
+
+
+def wall_clock() -> Clock:
+    """The real-time clock of this app (security records, session lifetimes)."""
+    return current_app.extensions["ivr.wall_clock"]
 
 
 def settings() -> Settings:

@@ -34,6 +34,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "language_switch": "English",
         "csrf_failed": "Форма устарела или отправлена не из консоли. Обновите страницу.",
         "forbidden": "Эта страница доступна только администраторам.",
+        "ticket_not_yours": "Обращение ведёт {name}: менять его могут только он и администраторы.",
         "not_found": "Не найдено.",
         "error": "Ошибка",
         "times_moscow": "Время московское.",
@@ -216,6 +217,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "language_switch": "Русский",
         "csrf_failed": "The form has expired or did not come from the console. Reload the page.",
         "forbidden": "Only admins may open this page.",
+        "ticket_not_yours": "{name} handles this ticket: only they and admins may change it.",
         "not_found": "Not found.",
         "error": "Error",
         "times_moscow": "Times are Moscow time.",
@@ -450,6 +452,8 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "operator_password": "смена пароля оператора",
             "operator_deactivate": "оператор отключён",
             "operator_activate": "оператор включён",
+            "sign_in_unlock": "вход разблокирован",
+            "calls_purge": "удаление звонков",
         },
         "purpose": {
             "order_number": "номер заказа",
@@ -536,6 +540,8 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "operator_password": "set an operator's password",
             "operator_deactivate": "deactivated an operator",
             "operator_activate": "activated an operator",
+            "sign_in_unlock": "unlocked sign-in",
+            "calls_purge": "deleted calls",
         },
         "purpose": {
             "order_number": "order number",

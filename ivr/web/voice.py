@@ -9,9 +9,11 @@ webhook does to the call is the call service's (`ivr.calls`); this module is HTT
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -26,7 +28,15 @@ from ivr.calls import Answer, CallContext, Refused, UnknownCall, is_ascii_number
 from ivr.db import calls as call_store
 from ivr.hours import parse_instant
 from ivr.twiml import Links, render, render_apology, render_queue_wait
-from ivr.vocabulary import DEFAULT_LANGUAGE, RecordingPurpose, values
+from ivr.vocabulary import (
+    CALL_STATUSES,
+    DEFAULT_LANGUAGE,
+    DIAL_CALL_STATUSES,
+    QUEUE_RESULTS,
+    RECORDING_STATUSES,
+    RecordingPurpose,
+    values,
+)
 from ivr.web.context import desk, get_db, settings
 
 bp = Blueprint("voice", __name__, url_prefix="/twilio")
@@ -80,7 +90,13 @@ def check_signature() -> None:
         )
         abort(403)
     try:
-        valid = RequestValidator(token).validate(_signed_url(), request.form, signature)
+        validator, url = RequestValidator(token), _signed_url()
+        # The URL as Twilio signed it matches at the first try; only a miss pays for the
+        # validator's port variants (it computes up to three signatures).
+        expected = validator.compute_signature(url, request.form).encode()
+        valid = hmac.compare_digest(
+            expected, signature.encode("utf-8", "surrogateescape")
+        ) or validator.validate(url, request.form, signature)
     except ValueError:  # a Host header with a bad port: not a URL Twilio could have signed
         valid = False
     if not valid:
@@ -136,6 +152,19 @@ def _field(name: str, required: bool = False) -> str:
     return value
 
 
+def _documented(name: str, allowed: tuple[str, ...]) -> str:
+    """A field Twilio fills from a documented set: anything else is refused (400).
+
+    Twilio's signature runs names and values together, so text can be moved between
+    adjacent fields of a captured request without breaking it; a value outside the set is
+    such a forgery (or a Twilio change we must hear about), never something to record.
+    """
+    value = _field(name)
+    if value not in allowed:
+        abort(400, description=f"{name} is not one of Twilio's documented values")
+    return value
+
+
 def _call_sid() -> str:
     call_sid = _field("CallSid", required=True)
     if not CALL_SID_PATTERN.match(call_sid):
@@ -165,6 +194,18 @@ def _keys() -> tuple[str, dict[str, Any]]:
     return "?", {"digits": raw[:64], "invalid": True}
 
 
+def _seq_of(url: str) -> int | None:
+    """The seq of one of our own webhook URLs (0 for the call's first, /twilio/voice)."""
+    parts = urllib.parse.urlsplit(url)
+    base = public_prefix() + bp.url_prefix
+    if parts.path == f"{base}/voice":
+        return 0
+    if not parts.path.startswith(base + "/"):
+        return None
+    seq = urllib.parse.parse_qs(parts.query).get("seq", [""])[0]
+    return int(seq) if is_ascii_number(seq) and len(seq) <= 9 else None
+
+
 def _simulated_now() -> datetime | None:
     """The instant a simulated call is placed at (`?simulated_now=` on the signed URL).
 
@@ -182,17 +223,24 @@ def _simulated_now() -> datetime | None:
 # Delivering once, answering TwiML ------------------------------------------------------
 
 
+def public_prefix() -> str:
+    """The path IVR_PUBLIC_URL puts before /twilio (e.g. "/ivr"), or ""."""
+    return urllib.parse.urlsplit(settings().public_url).path.rstrip("/")
+
+
 def _links(answer: Answer) -> Links:
     step, language, seq = answer.state.step, answer.state.language, answer.seq
     purpose = answer.turn.record.purpose if answer.turn.record else ""
+    # Twilio resolves these against the host: behind IVR_PUBLIC_URL's path they carry it.
+    base = public_prefix() + bp.url_prefix
     return Links(
-        record_action=f"/twilio/recorded/{step}?seq={seq}",
-        recording_status=f"/twilio/recording-status?purpose={purpose}&lang={language}",
-        poll=f"/twilio/result/{step}?seq={seq}",
-        action=f"/twilio/gather/{step}?seq={seq}",
-        dial_action=f"/twilio/dial?seq={seq}",
-        enqueue_action=f"/twilio/queue?seq={seq}",
-        wait_url=f"/twilio/queue/wait?lang={language}",
+        record_action=f"{base}/recorded/{step}?seq={seq}",
+        recording_status=f"{base}/recording-status?purpose={purpose}&lang={language}",
+        poll=f"{base}/result/{step}?seq={seq}",
+        action=f"{base}/gather/{step}?seq={seq}",
+        dial_action=f"{base}/dial?seq={seq}",
+        enqueue_action=f"{base}/queue?seq={seq}",
+        wait_url=f"{base}/queue/wait?lang={language}",
         dial_timeout=settings().dial_timeout_seconds,
     )
 
@@ -202,12 +250,23 @@ def _render(answer: Answer) -> str:
     return render(answer.turn, desk().prompts, answer.state.language, _links(answer))
 
 
-def _handle(kind: str, call_sid: str, seq: int | str, work: Callable[[Any], str]) -> Response:
-    """Run one delivery exactly once: a retry of the same delivery gets the stored answer."""
+def _handle(
+    kind: str,
+    call_sid: str,
+    seq: int | str | Callable[[Any], int | str],
+    work: Callable[[Any], str],
+) -> Response:
+    """Run one delivery exactly once: a retry of the same delivery gets the stored answer.
+
+    The key is (CallSid, kind, seq): seq comes from the signed URL, or (a callable) from the
+    database inside the transaction; never from a field that could be shifted.
+    """
     started = time.perf_counter()
     db = get_db()
-    key = f"{call_sid}:{kind}:{seq}"
     with database.write_transaction(db):
+        if callable(seq):
+            seq = seq(db)
+        key = f"{call_sid}:{kind}:{seq}"
         answer = call_store.stored_response(db, key)
         if answer is not None:
             log.info(
@@ -295,7 +354,7 @@ def gather(step: str) -> Response:
 def dial_ended() -> Response:
     """Twilio reports how the <Dial> to the operator ended."""
     call_sid, seq = _call_sid(), _seq()
-    status = _field("DialCallStatus") or "failed"
+    status = _documented("DialCallStatus", DIAL_CALL_STATUSES)
     detail = {"dial_status": status, "dial_duration": _field("DialCallDuration")}
     return _continue_call(call_sid, seq, "dial", lambda _ctx: flow.DialEnded(status), detail)
 
@@ -304,31 +363,42 @@ def dial_ended() -> Response:
 def queue_ended() -> Response:
     """Twilio reports how the caller left the queue."""
     call_sid, seq = _call_sid(), _seq()
-    result = _field("QueueResult") or "error"
+    result = _documented("QueueResult", QUEUE_RESULTS)
     detail = {"queue_result": result, "queue_time": _field("QueueTime")}
     return _continue_call(call_sid, seq, "queue", lambda _ctx: flow.QueueEnded(result), detail)
 
 
 @bp.post("/recorded/<step>")
 def recorded(step: str) -> Response:
-    """The <Record> action (with a recording), or the redirect after an empty one."""
+    """The <Record> action (with a recording), or the redirect after an empty one.
+
+    Twilio's <Record> page: a key of finishOnKey ends the recording at once and is sent as
+    `Digits` ("hangup" when the caller hung up); a silent recording has RecordingDuration
+    0. Either may mean nothing was said: then the flow moves on at once, with no wait for
+    recognition (flow.recording_heard).
+    """
     call_sid, seq = _call_sid(), _seq()
     recording_sid, url = _recording_sid(required=False), _field("RecordingUrl")
-    duration = _field("RecordingDuration")
+    duration, digits = _field("RecordingDuration"), _field("Digits")
 
     def make_event(context: CallContext) -> flow.Event:
         if not (recording_sid and url) or context.recording_of_another_call(recording_sid):
             return flow.NothingRecorded()
         record = flow.pending_record(context.state)
-        if record is not None:
-            context.note_recording(recording_sid, url, record.purpose, duration)
+        if record is None:
+            return flow.Recorded(recording_sid)
+        if not flow.recording_heard(record.purpose, duration, digits):
+            return flow.NothingRecorded()
+        context.note_recording(recording_sid, url, record.purpose, duration)
         return flow.Recorded(recording_sid)
 
-    detail = (
+    detail: dict[str, Any] = (
         {"recording_sid": recording_sid, "duration": duration}
         if recording_sid
         else {"recording": "empty"}
     )
+    if digits:
+        detail["ended_by"] = digits[:16]
     return _continue_call(call_sid, seq, "recorded", make_event, detail, expected_step=step)
 
 
@@ -337,7 +407,7 @@ def recording_status() -> Response:
     """Twilio's recordingStatusCallback: a finished recording is fetched and recognised."""
     call_sid = _call_sid()
     recording_sid, url = _recording_sid(required=True), _field("RecordingUrl")
-    status = _field("RecordingStatus") or "unknown"
+    status = _documented("RecordingStatus", RECORDING_STATUSES)
     purpose = request.args.get("purpose", "")
     if purpose not in values(RecordingPurpose):
         abort(400, description="unknown recording purpose")
@@ -385,7 +455,7 @@ def queue_wait() -> Response:
 def call_status() -> Response:
     """Twilio's status callback: record the call's status and duration, once per status."""
     call_sid = _call_sid()
-    status = _field("CallStatus") or "unknown"
+    status = _documented("CallStatus", CALL_STATUSES)
 
     def work(db) -> str:
         desk().call_status(
@@ -405,9 +475,7 @@ def call_status() -> Response:
 
 def _status_seq(status: str) -> int:
     """Status callbacks are deduplicated per status (a retry of 'completed' is one record)."""
-    order = ("queued", "initiated", "ringing", "in-progress", "answered", "completed", "busy")
-    order += ("no-answer", "failed", "canceled")
-    return order.index(status) + 1000 if status in order else 999
+    return CALL_STATUSES.index(status) + 1000
 
 
 @bp.post("/fallback")
@@ -422,13 +490,39 @@ def fallback() -> Response:
             "Twilio used the fallback URL",
             extra={"call_sid": call_sid, "error_code": error_code, "error_url": error_url},
         )
+        if not re.fullmatch(r"[0-9]{5}", error_code):
+            abort(400, description="ErrorCode is not a Twilio error code")
+        failed_seq = _seq_of(error_url)
+        arrived: dict[str, int] = {}
+
+        def delivery_key(db) -> str:
+            # Keyed on the failed request (its seq, from our own URL in ErrorUrl) and the
+            # error: one fallback per failed request, however late a replay comes. When
+            # ErrorUrl is not ours, on where the call stood when this delivery came.
+            if failed_seq is not None:
+                return f"{error_code}:{failed_seq}"
+            arrived["seq"] = call_store.current_seq(db, call_sid)
+            return f"{error_code}:at{arrived['seq']}"
 
         def work(db) -> str:
-            return _render(desk().fallback(db, call_sid, error_code, error_url))
+            answer = desk().fallback(
+                db,
+                call_sid,
+                error_code,
+                error_url,
+                to_number=_field("To"),
+                from_number=_field("From"),
+                account_sid=_field("AccountSid"),
+            )
+            body = _render(answer)
+            if arrived and answer.seq != arrived["seq"]:
+                # A replay arriving after this commit finds the call one step on: it gets
+                # the same answer from there too, not a second fallback.
+                key = f"{call_sid}:fallback:{error_code}:at{answer.seq}"
+                call_store.store_response(db, key, call_sid, body, desk().clock.now())
+            return body
 
-        # Keyed on signed fields only: the idempotency header is not signed, so a replay
-        # with a fresh token must still find the stored answer.
-        return _handle("fallback", call_sid, f"{error_code}:{error_url}", work)
+        return _handle("fallback", call_sid, delivery_key, work)
     except Exception as error:  # noqa: BLE001 - the caller must still hear something sensible
         if not isinstance(error, LookupError | HTTPException):  # HTTPException: a bad field
             log.exception("fallback failed; queueing the caller", extra={"call_sid": call_sid})

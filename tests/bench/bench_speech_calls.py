@@ -40,6 +40,7 @@ def one_call(server: LocalServer, media: MediaServer, index: int) -> list[tuple[
         from_=f"+7916{index:07d}",
         at="2026-11-26T12:00:00+03:00",
         media=media,
+        account_sid=server.account_sid,
     )
     call.start().press("1").silence().speak(AUDIO)
     call.hang_up()

@@ -11,8 +11,9 @@ from ivr import accounts
 from ivr import db as database
 from ivr.db import audit as audit_store
 from ivr.db import operators as roster_store
+from ivr.db import sessions as session_store
 from ivr.vocabulary import AuditAction
-from ivr.web.console.base import audited, bp, safe_next, wall_now
+from ivr.web.console.base import audited, bp, safe_next, start_operator_session, wall_now
 from ivr.web.console.formatting import t
 from ivr.web.context import get_db
 from ivr.web.i18n import LANGUAGES
@@ -20,19 +21,26 @@ from ivr.web.i18n import LANGUAGES
 log = logging.getLogger("ivr.console")
 
 
-def _throttled(login: str, remote_addr: str | None, now: datetime) -> int:
-    """Minutes until this login (or address) may try again; 0 when it may now."""
+def _claim_attempt(login: str, remote_addr: str | None, now: datetime) -> tuple[int, int]:
+    """Check the throttle and count this attempt as a failure in one write transaction.
+
+    Returns (minutes to wait, 0 when the attempt may go ahead; the attempt's id). Parallel
+    attempts queue on the write lock, so no more than the limit ever reach the password
+    check; the attempt is marked a success afterwards if the password was right.
+    """
     db = get_db()
-    since = now - accounts.THROTTLE_WINDOW
-    checks = [(*audit_store.login_failures(db, login, since), accounts.MAX_FAILURES_PER_LOGIN)]
-    if remote_addr:
-        checks.append(
-            (
-                *audit_store.address_failures(db, remote_addr, since),
-                accounts.MAX_FAILURES_PER_ADDRESS,
-            )
+    with database.write_transaction(db):
+        failures = audit_store.sign_in_failures(
+            db,
+            login,
+            remote_addr,
+            since=now - accounts.THROTTLE_WINDOW,
+            known_since=now - accounts.KNOWN_ADDRESS_AGE,
         )
-    return accounts.throttle_minutes(checks, now)
+        wait_minutes = accounts.sign_in_wait(failures, now)
+        if wait_minutes:
+            return wait_minutes, 0
+        return 0, audit_store.record_login_attempt(db, login, remote_addr, now, ok=False)
 
 
 def _login_page(next_url: str, login: str, error: str, status: int):
@@ -42,7 +50,7 @@ def _login_page(next_url: str, login: str, error: str, status: int):
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """The sign-in form; a good login starts a fresh session."""
+    """The sign-in form; a good login starts a fresh server-side session."""
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         if g.operator is not None:
@@ -51,7 +59,7 @@ def login():
     login_name = request.form.get("login", "").strip().lower()[:100]
     password = request.form.get("password", "")[: accounts.MAX_PASSWORD_LENGTH + 1]
     now, remote_addr = wall_now(), request.remote_addr
-    wait_minutes = _throttled(login_name, remote_addr, now)
+    wait_minutes, attempt_id = _claim_attempt(login_name, remote_addr, now)
     if wait_minutes:
         log.warning(
             "sign-in throttled",
@@ -62,29 +70,20 @@ def login():
     ok = accounts.verify_password(operator["password_hash"] if operator else None, password)
     ok = ok and bool(operator and operator["active"])
     if not ok:
-        db = get_db()
-        with database.write_transaction(db):
-            audit_store.record_login_attempt(db, login_name, remote_addr, now, ok=False)
         log.info("sign-in failed", extra={"login": login_name, "remote_addr": remote_addr})
         return _login_page(next_url, login_name, t("wrong_credentials"), 401)
     detail = {"remote_addr": remote_addr}
     with audited(AuditAction.SIGN_IN, login_name, detail, operator_id=operator["id"]) as change:
-        audit_store.record_login_attempt(change.db, login_name, remote_addr, change.now, ok=True)
-    language = session.get("lang")
-    session.clear()  # a new session on sign-in: no fixation, a new CSRF token
-    session.permanent = True
-    session["operator_id"] = operator["id"]
-    session["auth"] = accounts.password_fingerprint(operator["password_hash"])
-    if language:
-        session["lang"] = language
+        audit_store.mark_login_succeeded(change.db, attempt_id)
+        start_operator_session(change.db, operator["id"], change.now)
     return redirect(next_url)
 
 
 @bp.post("/logout")
 def logout():
-    """Sign out (a POST with the CSRF token, so no other site can sign anyone out)."""
-    with audited(AuditAction.SIGN_OUT, g.operator["login"]):
-        pass
+    """Sign out: the session ends server-side (a POST with the CSRF token)."""
+    with audited(AuditAction.SIGN_OUT, g.operator["login"]) as change:
+        session_store.end_session(change.db, session["sid"])
     language = session.get("lang")
     session.clear()
     if language:

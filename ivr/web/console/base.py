@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time, timedelta
 from functools import wraps
 from typing import Any
 
@@ -29,11 +29,10 @@ from flask import (
     url_for,
 )
 
-from ivr import accounts
 from ivr import db as database
 from ivr.config import CATEGORIES
 from ivr.db import audit as audit_store
-from ivr.db import operators as roster_store
+from ivr.db import sessions as session_store
 from ivr.hours import MOSCOW
 from ivr.logs import mask_phone
 from ivr.vocabulary import Line, Outcome, Role, TicketStatus, values
@@ -46,7 +45,7 @@ from ivr.web.console.formatting import (
     label,
     t,
 )
-from ivr.web.context import desk, get_db
+from ivr.web.context import desk, get_db, settings, wall_clock
 from ivr.web.i18n import normalise_language
 
 log = logging.getLogger("ivr.console")
@@ -83,8 +82,26 @@ def service_now() -> datetime:
 
 
 def wall_now() -> datetime:
-    """The real time, for security records (sign-ins, audit, notes, status changes)."""
-    return datetime.now(UTC)
+    """The real time, for security records (sign-ins, audit, notes, sessions)."""
+    return wall_clock().now()
+
+
+def session_idle_limit() -> timedelta:
+    """How long a console session may go unused (IVR_SESSION_IDLE_MINUTES)."""
+    return timedelta(minutes=settings().session_idle_minutes)
+
+
+def start_operator_session(db: database.Database, operator_id: int, now: datetime) -> None:
+    """Give this browser a new server-side session of the operator (and a new CSRF token)."""
+    language = session.get("lang")
+    session.clear()  # no fixation: nothing of the session before survives but the language
+    session.permanent = True
+    session["sid"] = session_store.start_session(
+        db, operator_id, now, auth.SESSION_LIFETIME, session_idle_limit()
+    )
+    if language:
+        session["lang"] = language
+    auth.csrf_token()  # made now, so pages that show it do not send the cookie again
 
 
 @dataclass
@@ -202,20 +219,15 @@ def operator_arg() -> int | None:
 
 
 def _signed_in_operator() -> dict[str, Any] | None:
-    """The operator of this session, if it is still valid (active, same password)."""
-    operator_id = session.get("operator_id")
-    if not isinstance(operator_id, int):
+    """The operator of this browser's session, if the session is still live server-side."""
+    session_id = session.get("sid")
+    if not isinstance(session_id, str):
         return None
-    operator = roster_store.get_operator(get_db(), operator_id)
-    if (
-        operator is None
-        or not operator["active"]
-        or not operator["password_hash"]
-        or session.get("auth") != accounts.password_fingerprint(operator["password_hash"])
-    ):
-        session.pop("operator_id", None)
-        session.pop("auth", None)
-        return None
+    operator = session_store.session_operator(
+        get_db(), session_id, wall_now(), session_idle_limit()
+    )
+    if operator is None:
+        session.pop("sid", None)
     return operator
 
 

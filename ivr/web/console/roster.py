@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, g, redirect, render_template, request, session, url_for
+from flask import abort, flash, g, redirect, render_template, request, url_for
 
 from ivr import accounts
 from ivr.db import audit as audit_store
@@ -13,7 +13,15 @@ from ivr.db import tickets as ticket_store
 from ivr.db.core import timestamp
 from ivr.operators import parse_languages, parse_shift, validate_endpoint
 from ivr.vocabulary import AuditAction, Role
-from ivr.web.console.base import PAGE_SIZE, admin_required, audited, bp, page_arg, pager
+from ivr.web.console.base import (
+    PAGE_SIZE,
+    admin_required,
+    audited,
+    bp,
+    page_arg,
+    pager,
+    start_operator_session,
+)
 from ivr.web.console.formatting import t
 from ivr.web.context import get_db
 
@@ -162,8 +170,8 @@ def operator_password(operator_id: int):
     detail = {"login": operator["login"]}
     with audited(AuditAction.OPERATOR_PASSWORD, str(operator_id), detail) as change:
         roster_store.set_operator_password(change.db, operator_id, password_hash)
-    if operator_id == g.operator["id"]:  # keep the admin who changed their own password signed in
-        session["auth"] = accounts.password_fingerprint(password_hash)
+        if operator_id == g.operator["id"]:  # the admin who changed their own stays, anew
+            start_operator_session(change.db, operator_id, change.now)
     flash(t("password_set"), "ok")
     return redirect(url_for("console.operator_detail", operator_id=operator_id), 303)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, g, make_response, redirect, render_template, request, url_for
 
 from ivr.config import CATEGORIES
 from ivr.db import calls as call_store
 from ivr.db import operators as roster_store
 from ivr.db import search
 from ivr.db import tickets as ticket_store
+from ivr.tickets import may_change_ticket
 from ivr.vocabulary import AuditAction
 from ivr.web.console.base import (
     PAGE_SIZE,
@@ -63,6 +64,19 @@ def _ticket_or_404(number: str) -> dict[str, Any]:
     return ticket
 
 
+def _may_change(ticket: dict[str, Any]) -> bool:
+    return may_change_ticket(g.operator["role"], g.operator["id"], ticket["operator_id"])
+
+
+def _changeable_ticket_or_403(number: str) -> dict[str, Any]:
+    """The ticket, if the signed-in operator may change it; 403 otherwise (ivr.tickets' rule)."""
+    ticket = _ticket_or_404(number)
+    if not _may_change(ticket):
+        message = t("ticket_not_yours", name=ticket["operator_name"] or "—")
+        abort(make_response(render_template("console/error.html", message=message), 403))
+    return ticket
+
+
 @bp.get("/tickets/<number>")
 def ticket_detail(number: str):
     """One ticket: details, transcript, notes, and the forms to change it."""
@@ -71,6 +85,7 @@ def ticket_detail(number: str):
         "console/ticket.html",
         ticket=ticket,
         notes=ticket_store.ticket_notes(get_db(), ticket["number"]),
+        may_change=_may_change(ticket),
         call=call_store.get_call(get_db(), ticket["call_sid"]) if ticket["call_sid"] else None,
     )
 
@@ -78,7 +93,7 @@ def ticket_detail(number: str):
 @bp.post("/tickets/<number>/status")
 def ticket_status(number: str):
     """Move a ticket to another status (the IVR's status menu reads it); audited."""
-    ticket = _ticket_or_404(number)
+    ticket = _changeable_ticket_or_403(number)
     status = request.form.get("status")
     if status not in TICKET_STATUSES:
         flash(t("status_invalid"), "error")
@@ -93,7 +108,7 @@ def ticket_status(number: str):
 @bp.post("/tickets/<number>/notes")
 def ticket_note(number: str):
     """Add a note to a ticket; audited."""
-    ticket = _ticket_or_404(number)
+    ticket = _changeable_ticket_or_403(number)
     body = request.form.get("body", "").strip()
     if not body or len(body) > MAX_NOTE_LENGTH:
         flash(t("note_invalid"), "error")

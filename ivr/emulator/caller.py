@@ -1,0 +1,616 @@
+"""A caller's leg: Twilio's side of one inbound call, driven step by step like a caller.
+
+Each document the service answers with is checked against `twiml_rules` (a document
+Twilio would refuse ends the call with Twilio's error, or goes to the fallback URL), then
+executed as Twilio's TwiML pages describe it:
+
+- <Gather> (the <Gather> page): keys go to the action with `Digits`; a time-out, or keys
+  that leave nothing, run the next verb (unless actionOnEmptyResult="true").
+- <Record> (the <Record> page): the recording ends by a key of finishOnKey (the action
+  gets the recording and `Digits` = that key), by silence after speech, or by the caller
+  hanging up (`Digits` = "hangup"). Verbs after <Record> are not reached when the action
+  is requested. A silent recording is saved and sent to the action with
+  RecordingDuration 0 (today's page); `empty_recording="skip"` plays the older page's
+  behaviour instead: no action request, the next verb runs.
+- <Dial> (the <Dial> page): the operator's leg ends as the scenario states (`dial_status`,
+  one of the documented DialCallStatus values) and the action gets it.
+- <Enqueue> (the <Enqueue> page): the caller waits, hearing the waitUrl's TwiML, until
+  something takes them out: <Leave> in that TwiML (QueueResult=leave), or hanging up
+  (QueueResult=hangup). Nothing here dequeues a caller by itself.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import secrets
+import threading
+import time
+import urllib.parse
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ivr.emulator.http import API_VERSION, Transport, new_sid, sign
+from ivr.emulator.media import MediaServer
+from ivr.emulator.twiml_rules import WAIT_URL_VERBS, TwimlRefused, check
+
+FALLBACK_PATH = "/twilio/fallback"
+MAX_REQUESTS_PER_CALL = 300
+GATHER_FINISH_DEFAULT = "#"  # the <Gather> page
+RECORD_FINISH_DEFAULT = "1234567890*#"  # the <Record> page
+# The <Dial> page's DialCallStatus values.
+DIAL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
+CONNECTED_DIAL_STATUSES = ("completed", "answered")
+EMPTY_RECORDING_MODES = ("action", "skip")
+
+
+@dataclass
+class Heard:
+    """One thing that happened on the call, in order, from the caller's side."""
+
+    kind: str  # say, play, keys, silence, speak, record, dial, enqueue, queue, hangup, error
+    text: str
+    language: str = ""
+
+
+@dataclass
+class CallResult:
+    """How the call went."""
+
+    call_sid: str
+    heard: list[Heard] = field(default_factory=list)
+    ended: bool = False
+    connected_to: str | None = None
+    queue: str | None = None
+    statuses: list[int] = field(default_factory=list)
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    recordings: list[str] = field(default_factory=list)
+    documents: int = 0  # TwiML documents checked and executed
+
+    @property
+    def transcript(self) -> str:
+        """Everything said to the caller, one line per <Say>."""
+        return "\n".join(item.text for item in self.heard if item.kind == "say")
+
+    @property
+    def end(self) -> str:
+        """Where the call ended: connected, queued, hung_up (by the IVR or the caller), live."""
+        if not self.ended:
+            if self.queue:
+                return "queued"  # waiting in the queue (or put back there)
+            return "connected" if self.connected_to else "live"
+        if self.errors:
+            return "error"
+        if self.connected_to and not self.queue:
+            return "connected"
+        if self.queue:
+            return "queued"
+        return "hung_up"
+
+
+class EmulatedCall:
+    """One inbound call, driven step by step like a caller on a phone."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        base_url: str,
+        auth_token: str,
+        to: str = "+78002345555",
+        from_: str = "+79161234567",
+        account_sid: str | None = None,
+        call_sid: str | None = None,
+        dial_status: str = "completed",
+        at: str | None = None,
+        media: MediaServer | None = None,
+        recording_not_ready_fetches: int = 0,
+        recording_callback_delay: float = 0.05,
+        deliveries: int = 1,
+        time_scale: float = 1.0,
+        think_time: float = 0.0,
+        fallback_on_failure: bool = False,
+        fallback_tries: int = 1,
+        fallback_retry_delay: float = 0.5,
+        empty_recording: str = "action",
+    ):
+        if dial_status not in DIAL_STATUSES:
+            raise ValueError(f"dial_status must be one of {DIAL_STATUSES}, got {dial_status!r}")
+        if empty_recording not in EMPTY_RECORDING_MODES:
+            raise ValueError(f"empty_recording must be one of {EMPTY_RECORDING_MODES}")
+        self.transport = transport
+        self.base_url = base_url.rstrip("/")
+        self.auth_token = auth_token
+        self.to, self.from_ = to, from_
+        self.account_sid = account_sid or new_sid("AC")
+        self.result = CallResult(call_sid or new_sid("CA"))
+        self.dial_status = dial_status
+        self.empty_recording = empty_recording
+        self.at = at
+        self.media = media
+        self.recording_not_ready_fetches = recording_not_ready_fetches
+        self.recording_callback_delay = recording_callback_delay
+        self.deliveries = deliveries
+        self.time_scale = time_scale
+        # Load runs: the caller takes about this long (random, ±50%) before each answer, as
+        # prompts take seconds to say, and the call arrives within that much of its start.
+        self.think_time = think_time
+        # As Twilio: a call-flow request with no usable answer (connection refused or reset,
+        # time-out, 5xx, a document Twilio refuses) makes Twilio POST the number's fallback
+        # URL with ErrorCode and ErrorUrl and run that TwiML. Twilio tries the fallback once;
+        # more `fallback_tries` are a test harness's way of waiting for a server that is
+        # restarting.
+        self.fallback_on_failure = fallback_on_failure
+        self.fallback_tries = fallback_tries
+        self.fallback_retry_delay = fallback_retry_delay
+        self._document_url = ""
+        self._pending: list[ElementTree.Element] = []
+        self._waiting: ElementTree.Element | None = None  # a <Gather> or <Record>
+        self._queued: ElementTree.Element | None = None  # the <Enqueue> the caller waits in
+        self._queued_at = 0.0
+        self._queue_sid = ""
+        self._started = time.monotonic()
+        self._callbacks: list[threading.Thread] = []
+        self.last_status = 0
+        self.last_body = ""
+
+    # Requests ----------------------------------------------------------------------------
+
+    def base_params(self, status: str = "in-progress") -> dict[str, str]:
+        """The parameters Twilio sends with every voice webhook."""
+        return {
+            "CallSid": self.result.call_sid,
+            "AccountSid": self.account_sid,
+            "From": self.from_,
+            "To": self.to,
+            "CallStatus": status,
+            "ApiVersion": API_VERSION,
+            "Direction": "inbound",
+            "Caller": self.from_,
+            "Called": self.to,
+            "FromCountry": "RU",
+            "ToCountry": "RU",
+        }
+
+    def post(
+        self, url: str, extra: dict[str, str] | None = None, status: str = "in-progress"
+    ) -> tuple[int, str, str]:
+        """Post a signed webhook (repeated `deliveries` times, as Twilio's retries would)."""
+        if len(self.result.statuses) >= MAX_REQUESTS_PER_CALL:
+            raise RuntimeError(f"more than {MAX_REQUESTS_PER_CALL} requests: a redirect loop?")
+        absolute = urllib.parse.urljoin((self._document_url or self.base_url + "/"), url)
+        params = {**self.base_params(status), **(extra or {})}
+        headers = {
+            "X-Twilio-Signature": sign(self.auth_token, absolute, params),
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+            "User-Agent": "TwilioProxy/1.1",
+        }
+        answers = []
+        for _ in range(self.deliveries):
+            started = time.perf_counter()
+            try:
+                answers.append(self.transport.post(absolute, params, headers))
+            except (OSError, http.client.HTTPException) as error:
+                if not self.fallback_on_failure:
+                    raise
+                answers.append((0, f"no answer: {type(error).__name__}: {error}"))  # 0: no HTTP
+            path = urllib.parse.urlsplit(absolute).path
+            self.result.latencies.append((path, time.perf_counter() - started))
+        status_code, body = answers[0]
+        if any(answer != answers[0] for answer in answers[1:]):
+            self.result.errors.append(f"duplicate deliveries of {absolute} got different answers")
+        self.result.statuses.append(status_code)
+        self.last_status, self.last_body = status_code, body
+        return status_code, body, absolute
+
+    def _fetch(self, url: str, extra: dict[str, str] | None = None, status: str = "in-progress"):
+        """Request a document for the call and run it (or fail as Twilio would)."""
+        status_code, body, absolute = self.post(url, extra, status)
+        root, error_code, problem = self._usable(status_code, body)
+        is_fallback = urllib.parse.urlsplit(absolute).path == FALLBACK_PATH
+        if root is None and self.fallback_on_failure and not is_fallback:
+            status_code, body, absolute = self._post_fallback(str(error_code), absolute)
+            root, error_code, problem = self._usable(status_code, body)
+        if root is None:
+            # Twilio says "an application error has occurred" and ends the call.
+            self.result.errors.append(f"{problem} from {absolute}")
+            self.result.heard.append(Heard("error", problem))
+            self._finish()
+            return
+        self._document_url = absolute
+        self.result.documents += 1
+        self._pending = list(root)
+        self._run()
+
+    @staticmethod
+    def _usable(status_code: int, body: str) -> tuple[ElementTree.Element | None, int, str]:
+        """The checked document, or (None, Twilio's error code, what went wrong)."""
+        if status_code != 200:
+            return None, 11200, f"HTTP {status_code}"
+        try:
+            return check(body), 0, ""
+        except TwimlRefused as refused:
+            return None, refused.code, str(refused)
+
+    # The caller's actions ----------------------------------------------------------------
+
+    def start(self) -> EmulatedCall:
+        """Twilio answers: POST /twilio/voice (at the scenario's instant, if one is set)."""
+        if self.think_time > 0:
+            time.sleep(random.uniform(0, self.think_time))  # calls do not all ring at once
+        url = self.base_url + "/twilio/voice"
+        if self.at:
+            url += "?" + urllib.parse.urlencode({"simulated_now": self.at})
+        self._fetch(url, status="ringing")
+        return self
+
+    @property
+    def waiting_for(self) -> str | None:
+        """'Gather' or 'Record' when the IVR waits for the caller, else None."""
+        return self._waiting.tag if self._waiting is not None else None
+
+    @property
+    def in_queue(self) -> bool:
+        """Whether the caller is waiting in a queue."""
+        return self._queued is not None
+
+    def press(self, keys: str) -> EmulatedCall:
+        """Type keys at the pending <Gather> (or end a <Record> with a key)."""
+        verb = self._require_waiting()
+        self._listen()
+        self.result.heard.append(Heard("keys", keys))
+        if verb.tag == "Record":
+            return self._record_ended(verb, None, finish_key=keys[:1])
+        finish = verb.get("finishOnKey", GATHER_FINISH_DEFAULT)
+        digits, finished_on = keys, ""
+        if finish:
+            cut = min((keys.index(key) for key in finish if key in keys), default=None)
+            if cut is not None:
+                digits, finished_on = keys[:cut], keys[cut]
+        limit = verb.get("numDigits")
+        if limit and limit.isdigit() and len(digits) >= int(limit):
+            digits, finished_on = digits[: int(limit)], ""
+        if not digits and verb.get("actionOnEmptyResult") != "true":
+            # Nothing typed: Twilio treats it as a time-out and runs the next verb.
+            self._waiting = None
+            self._run()
+            return self
+        self._waiting = None
+        extra = {"Digits": digits, "msg": "Gather End"}
+        if finished_on:
+            extra["FinishedOnKey"] = finished_on
+        self._fetch(verb.get("action") or self._document_url, extra)
+        return self
+
+    def silence(self) -> EmulatedCall:
+        """Say and type nothing: the <Gather> times out / the <Record> records silence."""
+        verb = self._require_waiting()
+        self._listen()
+        self.result.heard.append(Heard("silence", ""))
+        if verb.tag == "Record":
+            return self._record_ended(verb, None)
+        self._waiting = None
+        self._run()
+        return self
+
+    def speak(self, audio: str | Path, finish_key: str = "") -> EmulatedCall:
+        """Speak: at a <Record>, the audio becomes the recording (ended by silence, or by
+        `finish_key` pressed after speaking); a DTMF <Gather> does not listen to speech, so
+        there it is a time-out."""
+        verb = self._require_waiting()
+        self._listen()
+        self.result.heard.append(Heard("speak", str(audio)))
+        if verb.tag != "Record" or "speech" in verb.get("input", ""):
+            self._waiting = None
+            self._run()
+            return self
+        if finish_key:
+            self.result.heard.append(Heard("keys", finish_key))
+        return self._record_ended(verb, Path(audio), finish_key=finish_key)
+
+    def hang_up(self) -> EmulatedCall:
+        """The caller hangs up: a pending <Record> or <Enqueue> reports it, then the call ends."""
+        waiting, self._waiting = self._waiting, None
+        self._pending = []
+        if waiting is not None and waiting.tag == "Record" and not self.result.ended:
+            self.result.heard.append(Heard("keys", "hangup"))
+            self._record_ended(waiting, None, finish_key="hangup", caller_gone=True)
+        if self._queued is not None and not self.result.ended:
+            self._leave_queue("hangup", caller_gone=True)
+        self._finish()
+        return self
+
+    def fallback(self, error_code: str = "11200") -> EmulatedCall:
+        """Twilio could not use the last answer and calls the number's fallback URL."""
+        self._waiting = None
+        self._fetch(
+            self.base_url + FALLBACK_PATH,
+            {"ErrorCode": error_code, "ErrorUrl": self._document_url},
+        )
+        return self
+
+    def wait_in_queue(self) -> EmulatedCall:
+        """Stay on hold: Twilio requests the queue's waitUrl again when its TwiML has ended."""
+        if self._queued is None:
+            raise RuntimeError("the caller is not in a queue")
+        self._play_wait_url(self._queued)
+        return self
+
+    def _post_fallback(self, error_code: str, failed_url: str) -> tuple[int, str, str]:
+        """POST the fallback URL after `failed_url` gave no usable answer (see __init__)."""
+        self.result.heard.append(Heard("fallback", f"{error_code} {failed_url}"))
+        extra = {"ErrorCode": error_code, "ErrorUrl": failed_url}
+        for attempt in range(max(1, self.fallback_tries)):
+            if attempt:
+                time.sleep(self.fallback_retry_delay)
+            answer = self.post(self.base_url + FALLBACK_PATH, extra)
+            if not _no_usable_answer(answer[0]):
+                break
+        return answer
+
+    def wait_for_callbacks(self, timeout: float = 10.0) -> None:
+        """Let background callbacks (recording status) finish."""
+        for thread in self._callbacks:
+            thread.join(timeout)
+
+    def _listen(self) -> None:
+        if self.think_time > 0:
+            time.sleep(self.think_time * random.uniform(0.5, 1.5))
+
+    def _require_waiting(self) -> ElementTree.Element:
+        if self._waiting is None:
+            raise RuntimeError("the IVR is not waiting for the caller now")
+        return self._waiting
+
+    # Executing TwiML ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while self._pending and not self.result.ended:
+            verb = self._pending.pop(0)
+            if verb.tag == "Say":
+                self._say(verb)
+            elif verb.tag == "Play":
+                self.result.heard.append(Heard("play", (verb.text or "").strip()))
+            elif verb.tag == "Pause":
+                # The caller waits: a poll loop must give background work real time.
+                time.sleep(float(verb.get("length", "1")) * self.time_scale)
+            elif verb.tag in ("Gather", "Record"):
+                for child in verb:
+                    if child.tag == "Say":
+                        self._say(child)
+                    elif child.tag == "Play":
+                        self.result.heard.append(Heard("play", (child.text or "").strip()))
+                if verb.tag == "Record":
+                    self.result.heard.append(Heard("record", verb.get("maxLength", "3600")))
+                self._waiting = verb
+                return
+            elif verb.tag == "Redirect":
+                self._fetch((verb.text or "").strip())
+                return
+            elif verb.tag in ("Hangup", "Reject"):
+                self._finish()
+                return
+            elif verb.tag == "Dial":
+                self._dial(verb)
+                return
+            elif verb.tag == "Enqueue":
+                self._enqueue(verb)
+                return
+            elif verb.tag == "Leave":
+                continue  # outside a queue's waitUrl, <Leave> does nothing
+            else:
+                self.result.errors.append(f"the emulator does not play <{verb.tag}> yet")
+                self._finish()
+                return
+        if not self._pending and self._waiting is None and self._queued is None:
+            self._finish()  # end of document: Twilio hangs up
+
+    def _say(self, verb: ElementTree.Element) -> None:
+        self.result.heard.append(Heard("say", (verb.text or "").strip(), verb.get("language", "")))
+
+    def _dial(self, verb: ElementTree.Element) -> None:
+        endpoint = next(iter(verb), None)
+        target = (
+            (endpoint.text or "").strip() if endpoint is not None else (verb.text or "").strip()
+        )
+        if endpoint is not None and endpoint.tag == "Client":
+            target = "client:" + target
+        self.result.heard.append(Heard("dial", target))
+        connected = self.dial_status in CONNECTED_DIAL_STATUSES
+        if connected:
+            self.result.connected_to = target
+        if verb.get("action"):
+            self._fetch(
+                verb.get("action"),
+                {
+                    "DialCallStatus": self.dial_status,
+                    "DialCallSid": new_sid("CA"),
+                    "DialCallDuration": "42" if connected else "0",
+                },
+            )
+        else:
+            self._run()  # without an action, Twilio goes on with the next verb
+
+    def _enqueue(self, verb: ElementTree.Element) -> None:
+        queue = (verb.text or "").strip()
+        self.result.queue = queue
+        self.result.heard.append(Heard("enqueue", queue))
+        self._queued, self._queued_at, self._queue_sid = verb, time.monotonic(), new_sid("QU")
+        self._play_wait_url(verb)
+
+    def _play_wait_url(self, verb: ElementTree.Element) -> None:
+        """Request the waitUrl and play its TwiML to the waiting caller."""
+        wait_url = verb.get("waitUrl")
+        if not wait_url:
+            return  # Twilio's hold music
+        queue_time = str(round(time.monotonic() - self._queued_at))
+        status_code, body, _ = self.post(
+            wait_url,
+            {
+                "QueuePosition": "1",
+                "QueueSid": self._queue_sid,
+                "QueueTime": queue_time,
+                "AvgQueueTime": queue_time,
+                "CurrentQueueSize": "1",
+                "MaxQueueSize": "100",
+            },
+        )
+        if status_code != 200:
+            self.result.errors.append(f"HTTP {status_code} from the queue wait URL")
+            return
+        try:
+            document = check(body, allowed_verbs=WAIT_URL_VERBS)
+        except TwimlRefused as refused:
+            self.result.errors.append(f"{refused} from the queue wait URL")
+            return
+        for item in document:
+            if item.tag == "Say":
+                self.result.heard.append(Heard("queue", (item.text or "").strip()))
+            elif item.tag == "Leave":
+                self._leave_queue("leave")
+                return
+            elif item.tag == "Hangup":
+                self.hang_up()
+                return
+
+    def _leave_queue(self, result: str, caller_gone: bool = False) -> None:
+        """The caller is out of the queue: the <Enqueue> action gets the QueueResult."""
+        verb, self._queued = self._queued, None
+        params = {
+            "QueueResult": result,
+            "QueueSid": self._queue_sid,
+            "QueueTime": str(round(time.monotonic() - self._queued_at)),
+        }
+        if caller_gone:
+            if verb.get("action"):
+                self.post(verb.get("action"), params)  # nobody is left to hear the answer
+            return
+        if verb.get("action"):
+            self._fetch(verb.get("action"), params)
+        else:
+            self._run()  # the verbs after <Enqueue>
+
+    def _record_ended(
+        self,
+        verb: ElementTree.Element,
+        audio: Path | None,
+        finish_key: str = "",
+        caller_gone: bool = False,
+    ) -> EmulatedCall:
+        """A <Record> ended: by silence, by a key of finishOnKey, or by the caller hanging up."""
+        self._waiting = None
+        finish = verb.get("finishOnKey", RECORD_FINISH_DEFAULT)
+        if finish_key and finish_key != "hangup" and finish_key not in finish:
+            finish_key = ""  # a key not in finishOnKey does not end the recording
+        recording = self._store_recording(audio)
+        empty = recording[1].duration == 0
+        self._recording_status_callback(verb, recording, "absent" if empty else "completed")
+        if empty and self.empty_recording == "skip" and not caller_gone:
+            self._run()  # the older behaviour: no action request, the next verb runs
+            return self
+        params = {
+            "RecordingUrl": recording[0],
+            "RecordingSid": recording[1].sid,
+            "RecordingDuration": str(recording[1].duration),
+        }
+        if finish_key:
+            params["Digits"] = finish_key
+        if caller_gone:
+            self.post(verb.get("action") or self._document_url, params)
+            return self
+        self._fetch(verb.get("action") or self._document_url, params)
+        return self
+
+    def _store_recording(self, audio: Path | None):
+        """(RecordingUrl, recording) for what the caller said: the audio, or silence."""
+        if self.media is None:
+            if audio is not None:
+                raise RuntimeError("speaking into a <Record> needs a MediaServer")
+            sid = new_sid("RE")
+            url = (
+                f"https://api.twilio.com/{API_VERSION}/Accounts/{self.account_sid}/Recordings/{sid}"
+            )
+            return url, _Silent(sid)
+        if audio is None:
+            url, recording = self.media.add_silence(self.account_sid)
+        else:
+            url, recording = self.media.add(
+                self.account_sid, audio, self.recording_not_ready_fetches
+            )
+        self.result.recordings.append(url)
+        return url, recording
+
+    def _recording_status_callback(self, verb, recording, status: str) -> None:
+        url = verb.get("recordingStatusCallback")
+        events = verb.get("recordingStatusCallbackEvent", "completed").split()
+        if not url or status not in events:
+            return
+        recording_url, item = recording
+        params = {
+            "RecordingStatus": status,
+            "RecordingSource": "RecordVerb",
+            "RecordingChannels": "1",
+            "RecordingStartTime": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+            "RecordingSid": item.sid,
+            "RecordingDuration": str(item.duration),
+        }
+        if status == "completed":
+            params["RecordingUrl"] = recording_url
+        absolute = urllib.parse.urljoin(self._document_url, url)
+
+        def deliver() -> None:
+            time.sleep(self.recording_callback_delay)
+            status_code, _, _ = self.post(absolute, params)
+            if status_code >= 400:
+                self.result.errors.append(f"HTTP {status_code} from recording status callback")
+
+        thread = threading.Thread(target=deliver, daemon=True)
+        self._callbacks.append(thread)
+        thread.start()
+
+    def _finish(self) -> None:
+        if self.result.ended:
+            return
+        self.result.ended = True
+        self._queued = None
+        self.result.heard.append(Heard("hangup", ""))
+        duration = max(1, round(time.monotonic() - self._started))
+        status_code, _, _ = self.post(
+            self.base_url + "/twilio/status",
+            {
+                "CallDuration": str(duration),
+                "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+                "CallbackSource": "call-progress-events",
+                "SequenceNumber": "0",
+            },
+            status="completed",
+        )
+        if status_code >= 400:
+            self.result.errors.append(f"HTTP {status_code} from the status callback")
+
+
+@dataclass(frozen=True)
+class _Silent:
+    """A silent recording on Twilio's side when no media host is at hand (never fetched)."""
+
+    sid: str
+    duration: int = 0
+
+
+def _no_usable_answer(status_code: int) -> bool:
+    """No HTTP answer at all (0) or a server error: what sends Twilio to the fallback URL."""
+    return status_code == 0 or status_code >= 500
+
+
+def as_dict(result: CallResult) -> dict[str, Any]:
+    """A JSON-ready summary of a call."""
+    return {
+        "call_sid": result.call_sid,
+        "end": result.end,
+        "connected_to": result.connected_to,
+        "queue": result.queue,
+        "errors": result.errors,
+        "heard": [item.__dict__ for item in result.heard],
+    }
