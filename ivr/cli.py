@@ -103,9 +103,29 @@ def serve(host: str, port: int, threads: int) -> None:
         # Oversized bodies get 413 from the headers alone, before waitress buffers them.
         max_request_body_size=app.extensions["ivr.settings"].max_request_bytes,
     )
+    media_socket = None
+    live = app.extensions.get("ivr.live")
+    if live is not None:  # stream mode: the Media Streams WebSocket on its own port
+        from ivr.web.media_socket import MediaStreamServer
+
+        media_port = app.extensions["ivr.settings"].media_stream_port
+        try:
+            media_socket = MediaStreamServer(live, host, media_port)
+        except OSError as error:
+            raise click.ClickException(
+                f"cannot listen for Media Streams on {host}:{media_port} "
+                f"(IVR_MEDIA_STREAM_PORT): {error}"
+            ) from None
+        live.base_url = live.base_url or f"http://{host}:{port}"
+        click.echo(f"media streams on ws://{host}:{media_socket.port}/twilio/media", err=True)
+    else:
+        click.echo("speech: record mode or keypad only (no live speech stream)", err=True)
     try:
         server.run()
     finally:
+        if media_socket is not None:
+            media_socket.close()
+            live.close()
         app.extensions["ivr.speech"].close()
 
 
