@@ -622,10 +622,10 @@ class CallContext:
 def stream_recording_sid(call_sid: str, seq: int) -> str:
     """The recording (and recognition) name of the utterance streamed at (call, seq).
 
-    Twilio-shaped ("MZ" and 32 hex digits, like a streamSid), derived, so the media socket
+    Twilio-shaped ("RE" and 32 hex digits, a RecordingSid), derived, so the media socket
     and the webhooks agree on it without sharing memory.
     """
-    return "MZ" + hashlib.sha256(f"{call_sid}:{seq}".encode()).hexdigest()[:32]
+    return "RE" + hashlib.sha256(f"{call_sid}:{seq}".encode()).hexdigest()[:32]
 
 
 def normalise_number(number: str) -> str:
