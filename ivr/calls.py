@@ -10,6 +10,7 @@ call inside the delivery's transaction and gets an `Answer` back to render.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -66,6 +67,7 @@ class CallDesk:
     clock: Clock
     prompts: dict[str, Prompts]
     speech_languages: Callable[[], tuple[str, ...]] = tuple
+    speech_mode: str = "record"  # "stream": Media Streams at the prompts (ivr.speech.live)
     _unknown_numbers_warned: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def now(self, simulated: datetime | None = None) -> datetime:
@@ -168,7 +170,9 @@ class CallDesk:
         line, open_now = row["line"], not row["after_hours"]
         context = CallContext(self, db, row, now, new=known is None)
         context.event(EventKind.CALL_STARTED, {"line": line, "to": to_number, "open": open_now})
-        return context.advance(flow.CallStarted(line, open_now, self.speech_languages()))
+        return context.advance(
+            flow.CallStarted(line, open_now, self.speech_languages(), self.speech_mode)
+        )
 
     def continue_call(
         self,
@@ -190,7 +194,7 @@ class CallDesk:
             call_store.update_call(db, call_sid, {"outcome": Outcome.HUNG_UP_BEFORE_ANSWER})
             context.flush_events()
             return context.hang_up(seq)
-        if kind in ("gather", "result") and call["ended_at"]:
+        if kind in ("gather", "result", "spoken") and call["ended_at"]:
             # The caller has hung up (a late or retried delivery): nothing to advance.
             context.event(EventKind.LATE_REQUEST, {"kind": kind, "seq": seq, "step": expected_step})
             context.flush_events()
@@ -587,6 +591,12 @@ class CallContext:
             self.event(EventKind.INPUT, input_detail)
         self.state, turn = flow.run(self.state, event, self.perform)
         self.seq += 1
+        if turn.listen:
+            # The utterance this prompt listens for is stored under a name both the
+            # media socket and later webhooks derive from (CallSid, seq).
+            self.state = replace(
+                self.state, recording=stream_recording_sid(self.call_sid, self.seq)
+            )
         self.event(
             EventKind.STEP, {"step": turn.name, "end": turn.end, "target": turn.target}, turn.name
         )
@@ -625,6 +635,15 @@ class CallContext:
         else:
             call_store.update_call(self.db, self.call_sid, changes)
         self.flush_events()
+
+
+def stream_recording_sid(call_sid: str, seq: int) -> str:
+    """The recording (and recognition) name of the utterance streamed at (call, seq).
+
+    Twilio-shaped ("RE" and 32 hex digits, a RecordingSid), derived, so the media socket
+    and the webhooks agree on it without sharing memory.
+    """
+    return "RE" + hashlib.sha256(f"{call_sid}:{seq}".encode()).hexdigest()[:32]
 
 
 def normalise_number(number: str) -> str:

@@ -103,9 +103,29 @@ def serve(host: str, port: int, threads: int) -> None:
         # Oversized bodies get 413 from the headers alone, before waitress buffers them.
         max_request_body_size=app.extensions["ivr.settings"].max_request_bytes,
     )
+    media_socket = None
+    live = app.extensions.get("ivr.live")
+    if live is not None:  # stream mode: the Media Streams WebSocket on its own port
+        from ivr.web.media_socket import MediaStreamServer
+
+        media_port = app.extensions["ivr.settings"].media_stream_port
+        try:
+            media_socket = MediaStreamServer(live, host, media_port)
+        except OSError as error:
+            raise click.ClickException(
+                f"cannot listen for Media Streams on {host}:{media_port} "
+                f"(IVR_MEDIA_STREAM_PORT): {error}"
+            ) from None
+        live.base_url = live.base_url or f"http://{host}:{port}"
+        click.echo(f"media streams on ws://{host}:{media_socket.port}/twilio/media", err=True)
+    else:
+        click.echo("speech: record mode or keypad only (no live speech stream)", err=True)
     try:
         server.run()
     finally:
+        if media_socket is not None:
+            media_socket.close()
+            live.close()
         app.extensions["ivr.speech"].close()
 
 
@@ -425,7 +445,7 @@ def _auth_token(token: str | None) -> str:
 def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, think, quiet, as_json):
     """Run scenario files through the Twilio emulator; exit 1 if an expectation fails."""
     from ivr.devserver import LocalServer
-    from ivr.emulator import as_dict
+    from ivr.emulator import EmulatedRest, as_dict
     from ivr.scenarios import Runner, ScenarioError, format_report, load_scenario, run_load
 
     try:
@@ -433,8 +453,10 @@ def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, think
     except ScenarioError as error:
         raise click.ClickException(str(error)) from None
     server = None
+    rest = None
     if base_url is None:
-        server = LocalServer(threads=32)
+        rest = EmulatedRest()
+        server = LocalServer(threads=32, twilio_api=rest)
         base_url, token, db_path = server.base_url, server.auth_token, server.db_path
     else:
         token = _auth_token(token)
@@ -443,7 +465,9 @@ def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, think
             db_path = None
     try:
         account_sid = load_settings().account_sid or None
-        with Runner(base_url, token, db_path, account_sid=account_sid, think_time=think) as runner:
+        with Runner(
+            base_url, token, db_path, account_sid=account_sid, think_time=think, rest=rest
+        ) as runner:
             if load_calls:
                 report = run_load(runner, loaded, load_calls, concurrency)
                 summary = report.summary()
@@ -548,7 +572,7 @@ def media_server(port: int):
 def call(base_url, token, line, from_, at, media_port):
     """Call the IVR from the terminal: read what it says, type keys or a WAV path."""
     from ivr.devserver import LocalServer
-    from ivr.emulator import EmulatedCall, HttpTransport
+    from ivr.emulator import EmulatedCall, EmulatedRest, HttpTransport
     from ivr.hours import parse_instant
     from ivr.scenarios import LINES, heard_ticket
 
@@ -558,15 +582,24 @@ def call(base_url, token, line, from_, at, media_port):
         except ValueError as error:
             raise click.ClickException(str(error)) from None
     server = None
+    rest = EmulatedRest()
     if base_url is None:
-        server = LocalServer()
+        server = LocalServer(twilio_api=rest)
         base_url, token = server.base_url, server.auth_token
         click.echo(f"(started the IVR on {base_url} with the demo roster)")
     else:
         token = _auth_token(token)
     media = media_server(media_port)
     emulated = EmulatedCall(
-        HttpTransport(), base_url, token, to=LINES[line], from_=from_, at=at, media=media
+        HttpTransport(),
+        base_url,
+        token,
+        to=LINES[line],
+        from_=from_,
+        at=at,
+        media=media,
+        rest=rest if server is not None else None,
+        loopback_streams=server is not None,
     )
     shown = 0
     try:
@@ -590,6 +623,8 @@ def call(base_url, token, line, from_, at, media_port):
                 emulated.hang_up()
             elif not answer:
                 emulated.silence()
+            elif emulated.waiting_for == "Gather" and Path(answer).is_file():
+                emulated.speak(answer)  # over the Media Stream, when the prompt listens
             elif emulated.waiting_for == "Record" and answer != "#":
                 if not Path(answer).is_file():
                     click.echo(f"no such file: {answer}")

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from ivr.config import Settings
-from ivr.emulator import CallResult, EmulatedCall, HttpTransport, MediaServer, Transport
+from ivr.emulator import (
+    CallResult,
+    EmulatedCall,
+    EmulatedRest,
+    HttpTransport,
+    MediaServer,
+    Transport,
+)
 from ivr.emulator.caller import DIAL_STATUSES, EMPTY_RECORDING_MODES
 from ivr.tickets import is_valid_ticket_number
 from ivr.vocabulary import Line
@@ -33,7 +40,7 @@ LINES = {
     Line.INTERNATIONAL: Settings.international_number,
 }
 ACTIONS = ("press", "silence", "speak", "hang_up", "fallback", "wait_in_queue")
-STEP_KEYS = set(ACTIONS) | {"hears", "hears_regex", "not_hears", "then_press"}
+STEP_KEYS = set(ACTIONS) | {"hears", "hears_regex", "not_hears", "then_press", "during_prompt"}
 # Twilio's quirks a scenario may state (see ivr/emulator/caller.py): how the operator's leg
 # of a <Dial> ends, and whether an empty recording is sent to the action (today's <Record>
 # page) or skipped (the older page).
@@ -72,6 +79,7 @@ class Step:
     hears_regex: list[str] = field(default_factory=list)
     not_hears: list[str] = field(default_factory=list)
     then_press: str = ""  # after `speak`: the key that ends the recording
+    during_prompt: bool = False  # `speak` at a streaming prompt while it still plays
 
 
 @dataclass
@@ -157,6 +165,7 @@ def _parse_step(raw: dict[str, Any], where: str) -> Step:
         hears_regex=_as_list(raw.get("hears_regex")),
         not_hears=_as_list(raw.get("not_hears")),
         then_press=str(raw.get("then_press", "")),
+        during_prompt=bool(raw.get("during_prompt", False)),
     )
 
 
@@ -277,7 +286,9 @@ def play_call(plan: CallPlan, call: EmulatedCall, variables: dict[str, str]) -> 
                 elif step.action == "silence":
                     call.silence()
                 elif step.action == "speak":
-                    call.speak(step.value, finish_key=step.then_press)
+                    call.speak(
+                        step.value, finish_key=step.then_press, during_prompt=step.during_prompt
+                    )
                 elif step.action == "wait_in_queue":
                     call.wait_in_queue()
                 elif step.action == "hang_up":
@@ -354,8 +365,12 @@ class Runner:
         deliveries: int = 1,
         account_sid: str | None = None,
         think_time: float = 0.0,
+        rest: EmulatedRest | None = None,
     ):
         self.base_url = base_url
+        # The REST stand-in the server was given (stream mode moves calls with it); with one,
+        # the server is ours on loopback, so its ws:// media socket is accepted.
+        self.rest = rest
         self.account_sid = account_sid  # the server's own, which its recording fetcher expects
         self.auth_token = auth_token
         self.db_path = db_path
@@ -407,6 +422,8 @@ class Runner:
                 deliveries=self.deliveries,
                 account_sid=self.account_sid,
                 think_time=self.think_time,
+                rest=self.rest,
+                loopback_streams=self.rest is not None,
             )
             try:
                 failures = play_call(plan, call, variables)
@@ -580,7 +597,15 @@ def _for_load(scenario: Scenario, index: int) -> Scenario:
     for plan in scenario.calls:
         caller = numbers.setdefault(plan.from_, f"+7917{index:06d}{len(numbers) % 10}")
         expect = {k: v for k, v in plan.expect.items() if k == "ticket"}
-        steps = [Step(step.action, step.value, then_press=step.then_press) for step in plan.steps]
+        steps = [
+            Step(
+                step.action,
+                step.value,
+                then_press=step.then_press,
+                during_prompt=step.during_prompt,
+            )
+            for step in plan.steps
+        ]
         calls.append(
             CallPlan(
                 plan.name,

@@ -11,6 +11,7 @@ result the service did not cause.
 from ivr.emulator.caller import CallResult, EmulatedCall, Heard, as_dict
 from ivr.emulator.http import API_VERSION, FlaskTransport, HttpTransport, Transport, new_sid, sign
 from ivr.emulator.media import MediaServer, Recording, audio_duration, transcode
+from ivr.emulator.streams import EmulatedRest, MediaStream, mulaw_audio
 from ivr.emulator.twiml_rules import TwimlRefused, check, parse
 
 parse_twiml = parse
@@ -19,6 +20,9 @@ __all__ = [
     "API_VERSION",
     "CallResult",
     "EmulatedCall",
+    "EmulatedRest",
+    "MediaStream",
+    "mulaw_audio",
     "FlaskTransport",
     "Heard",
     "HttpTransport",

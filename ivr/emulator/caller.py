@@ -21,6 +21,7 @@ executed as Twilio's TwiML pages describe it:
 
 from __future__ import annotations
 
+import functools
 import http.client
 import random
 import secrets
@@ -34,6 +35,7 @@ from typing import Any
 
 from ivr.emulator.http import API_VERSION, Transport, new_sid, sign
 from ivr.emulator.media import MediaServer
+from ivr.emulator.streams import EmulatedRest, MediaStream, mulaw_audio
 from ivr.emulator.twiml_rules import WAIT_URL_VERBS, TwimlRefused, check
 
 FALLBACK_PATH = "/twilio/fallback"
@@ -69,6 +71,9 @@ class CallResult:
     errors: list[str] = field(default_factory=list)
     recordings: list[str] = field(default_factory=list)
     documents: int = 0  # TwiML documents checked and executed
+    streams: list[MediaStream] = field(default_factory=list)  # <Start><Stream>s, in order
+    stream_errors: list[str] = field(default_factory=list)  # streams that could not start
+    redirects: list[str] = field(default_factory=list)  # REST call updates applied
 
     @property
     def transcript(self) -> str:
@@ -89,6 +94,19 @@ class CallResult:
         if self.queue:
             return "queued"
         return "hung_up"
+
+
+def _driving(method):
+    """A caller's action: one driver at a time; REST updates that came meanwhile run after."""
+
+    @functools.wraps(method)
+    def drive(self, *args, **kwargs):
+        with self._lock:
+            result = method(self, *args, **kwargs)
+        self._drain_redirects()
+        return result
+
+    return drive
 
 
 class EmulatedCall:
@@ -115,6 +133,8 @@ class EmulatedCall:
         fallback_tries: int = 1,
         fallback_retry_delay: float = 0.5,
         empty_recording: str = "action",
+        rest: EmulatedRest | None = None,
+        loopback_streams: bool = False,
     ):
         if dial_status not in DIAL_STATUSES:
             raise ValueError(f"dial_status must be one of {DIAL_STATUSES}, got {dial_status!r}")
@@ -155,6 +175,13 @@ class EmulatedCall:
         self._callbacks: list[threading.Thread] = []
         self.last_status = 0
         self.last_body = ""
+        # Explicit, off by default: accept <Stream url="ws://127.0.0.1..."> (loopback runs
+        # have no TLS); Twilio itself connects to wss:// only.
+        self.loopback_streams = loopback_streams
+        self._lock = threading.RLock()  # one driver at a time: the caller or a REST update
+        self._redirects: list[str] = []
+        if rest is not None:
+            rest.register(self)
 
     # Requests ----------------------------------------------------------------------------
 
@@ -208,11 +235,11 @@ class EmulatedCall:
     def _fetch(self, url: str, extra: dict[str, str] | None = None, status: str = "in-progress"):
         """Request a document for the call and run it (or fail as Twilio would)."""
         status_code, body, absolute = self.post(url, extra, status)
-        root, error_code, problem = self._usable(status_code, body)
+        root, error_code, problem = self._usable(status_code, body, self.loopback_streams)
         is_fallback = urllib.parse.urlsplit(absolute).path == FALLBACK_PATH
         if root is None and self.fallback_on_failure and not is_fallback:
             status_code, body, absolute = self._post_fallback(str(error_code), absolute)
-            root, error_code, problem = self._usable(status_code, body)
+            root, error_code, problem = self._usable(status_code, body, self.loopback_streams)
         if root is None:
             # Twilio says "an application error has occurred" and ends the call.
             self.result.errors.append(f"{problem} from {absolute}")
@@ -225,17 +252,20 @@ class EmulatedCall:
         self._run()
 
     @staticmethod
-    def _usable(status_code: int, body: str) -> tuple[ElementTree.Element | None, int, str]:
+    def _usable(
+        status_code: int, body: str, loopback_ws: bool = False
+    ) -> tuple[ElementTree.Element | None, int, str]:
         """The checked document, or (None, Twilio's error code, what went wrong)."""
         if status_code != 200:
             return None, 11200, f"HTTP {status_code}"
         try:
-            return check(body), 0, ""
+            return check(body, loopback_ws=loopback_ws), 0, ""
         except TwimlRefused as refused:
             return None, refused.code, str(refused)
 
     # The caller's actions ----------------------------------------------------------------
 
+    @_driving
     def start(self) -> EmulatedCall:
         """Twilio answers: POST /twilio/voice (at the scenario's instant, if one is set)."""
         if self.think_time > 0:
@@ -256,6 +286,7 @@ class EmulatedCall:
         """Whether the caller is waiting in a queue."""
         return self._queued is not None
 
+    @_driving
     def press(self, keys: str) -> EmulatedCall:
         """Type keys at the pending <Gather> (or end a <Record> with a key)."""
         verb = self._require_waiting()
@@ -284,6 +315,7 @@ class EmulatedCall:
         self._fetch(verb.get("action") or self._document_url, extra)
         return self
 
+    @_driving
     def silence(self) -> EmulatedCall:
         """Say and type nothing: the <Gather> times out / the <Record> records silence."""
         verb = self._require_waiting()
@@ -295,13 +327,23 @@ class EmulatedCall:
         self._run()
         return self
 
-    def speak(self, audio: str | Path, finish_key: str = "") -> EmulatedCall:
+    @_driving
+    def speak(
+        self, audio: str | Path, finish_key: str = "", during_prompt: bool = False
+    ) -> EmulatedCall:
         """Speak: at a <Record>, the audio becomes the recording (ended by silence, or by
-        `finish_key` pressed after speaking); a DTMF <Gather> does not listen to speech, so
-        there it is a time-out."""
+        `finish_key` pressed after speaking); at a <Gather> while a Media Stream runs, the
+        audio goes over the stream in real time while the <Gather> waits for keys (see
+        `_speak_into_stream`); a DTMF <Gather> without a stream does not listen to speech,
+        so there it is a time-out."""
         verb = self._require_waiting()
         self._listen()
         self.result.heard.append(Heard("speak", str(audio)))
+        streams = [stream for stream in self.result.streams if stream.open]
+        if verb.tag == "Gather" and streams:
+            return self._speak_into_stream(
+                verb, streams[-1], Path(audio), finish_key, during_prompt
+            )
         if verb.tag != "Record" or "speech" in verb.get("input", ""):
             self._waiting = None
             self._run()
@@ -310,6 +352,70 @@ class EmulatedCall:
             self.result.heard.append(Heard("keys", finish_key))
         return self._record_ended(verb, Path(audio), finish_key=finish_key)
 
+    def _speak_into_stream(
+        self,
+        verb: ElementTree.Element,
+        stream: MediaStream,
+        audio: Path,
+        finish_key: str,
+        during_prompt: bool,
+    ) -> EmulatedCall:
+        """The caller speaks while the <Gather> waits; the service may move the call on.
+
+        The <Gather> page: the timeout counts from the end of the prompt. The emulator says
+        prompts instantly, so the caller speaking after the prompt starts the clock when
+        the audio starts; `during_prompt` (barge-in) has the prompt end with the audio.
+        Keys (`finish_key`) are pressed as soon as the audio has been sent.
+        """
+        seconds = stream.say(mulaw_audio(str(audio))) * self.time_scale
+        if finish_key:
+            stream.wait_said(seconds + 5)
+            return self.press(finish_key)
+        timeout = float(verb.get("timeout", "5")) * self.time_scale
+        deadline = time.monotonic() + (seconds if during_prompt else 0.0) + timeout
+        if self._wait_for_redirect(deadline - time.monotonic()):
+            self._follow_redirect()
+            return self
+        self._waiting = None  # the <Gather> timed out with nothing typed: the next verb runs
+        self._run()
+        return self
+
+    def redirect(self, url: str) -> None:
+        """A REST call update with Url: stop the current verb, run the TwiML at `url`."""
+        with _GUARD:
+            self._redirects.append(url)
+        self._drain_redirects()
+
+    def _wait_for_redirect(self, seconds: float) -> bool:
+        deadline = time.monotonic() + max(0.0, seconds)
+        while not self._redirects and not self.result.ended:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(remaining, 0.01))
+        return bool(self._redirects)
+
+    def _follow_redirect(self) -> None:
+        with _GUARD:
+            url = self._redirects.pop(0) if self._redirects else None
+        if url is None or self.result.ended:
+            return
+        self.result.redirects.append(url)
+        self._waiting = None
+        self._pending = []
+        self._fetch(url)
+
+    def _drain_redirects(self) -> None:
+        """Apply pending updates now, unless the caller's own action is running (it will)."""
+        while self._redirects and not self.result.ended:
+            if not self._lock.acquire(blocking=False):
+                return
+            try:
+                self._follow_redirect()
+            finally:
+                self._lock.release()
+
+    @_driving
     def hang_up(self) -> EmulatedCall:
         """The caller hangs up: a pending <Record> or <Enqueue> reports it, then the call ends."""
         waiting, self._waiting = self._waiting, None
@@ -322,6 +428,7 @@ class EmulatedCall:
         self._finish()
         return self
 
+    @_driving
     def fallback(self, error_code: str = "11200") -> EmulatedCall:
         """Twilio could not use the last answer and calls the number's fallback URL."""
         self._waiting = None
@@ -331,6 +438,7 @@ class EmulatedCall:
         )
         return self
 
+    @_driving
     def wait_in_queue(self) -> EmulatedCall:
         """Stay on hold: Twilio requests the queue's waitUrl again when its TwiML has ended."""
         if self._queued is None:
@@ -368,14 +476,23 @@ class EmulatedCall:
 
     def _run(self) -> None:
         while self._pending and not self.result.ended:
+            if self._redirects:  # a REST update stops the current document
+                self._follow_redirect()
+                return
             verb = self._pending.pop(0)
-            if verb.tag == "Say":
+            if verb.tag == "Start":
+                self._start_streams(verb)
+            elif verb.tag == "Stop":
+                self._stop_streams(verb)
+            elif verb.tag == "Say":
                 self._say(verb)
             elif verb.tag == "Play":
                 self.result.heard.append(Heard("play", (verb.text or "").strip()))
             elif verb.tag == "Pause":
                 # The caller waits: a poll loop must give background work real time.
-                time.sleep(float(verb.get("length", "1")) * self.time_scale)
+                if self._wait_for_redirect(float(verb.get("length", "1")) * self.time_scale):
+                    self._follow_redirect()
+                    return
             elif verb.tag in ("Gather", "Record"):
                 for child in verb:
                     if child.tag == "Say":
@@ -406,6 +523,34 @@ class EmulatedCall:
                 return
         if not self._pending and self._waiting is None and self._queued is None:
             self._finish()  # end of document: Twilio hangs up
+
+    def _start_streams(self, verb: ElementTree.Element) -> None:
+        """<Start><Stream>: fork the caller's audio to the WebSocket; the call goes on."""
+        for noun in verb:
+            parameters = {
+                item.get("name", ""): item.get("value", "")
+                for item in noun
+                if item.tag == "Parameter"
+            }
+            try:
+                stream = MediaStream(
+                    noun.get("url", ""),
+                    call_sid=self.result.call_sid,
+                    account_sid=self.account_sid,
+                    parameters=parameters,
+                    time_scale=self.time_scale,
+                )
+            except Exception as error:  # noqa: BLE001 - as Twilio: the call goes on
+                self.result.stream_errors.append(f"{noun.get('url')}: {error}")
+                continue
+            stream.name = noun.get("name", "")
+            self.result.streams.append(stream)
+
+    def _stop_streams(self, verb: ElementTree.Element) -> None:
+        names = {noun.get("name") for noun in verb}
+        for stream in self.result.streams:
+            if getattr(stream, "name", None) in names:
+                stream.stop()
 
     def _say(self, verb: ElementTree.Element) -> None:
         self.result.heard.append(Heard("say", (verb.text or "").strip(), verb.get("language", "")))
@@ -574,6 +719,8 @@ class EmulatedCall:
         if self.result.ended:
             return
         self.result.ended = True
+        for stream in self.result.streams:
+            stream.stop()  # Twilio ends a call's streams with the call
         self._queued = None
         self.result.heard.append(Heard("hangup", ""))
         duration = max(1, round(time.monotonic() - self._started))
@@ -589,6 +736,9 @@ class EmulatedCall:
         )
         if status_code >= 400:
             self.result.errors.append(f"HTTP {status_code} from the status callback")
+
+
+_GUARD = threading.Lock()  # guards the pending REST updates of every call (held briefly)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,14 @@ from werkzeug.exceptions import HTTPException
 
 from ivr import db as database
 from ivr import flow
-from ivr.calls import Answer, CallContext, Refused, UnknownCall, is_ascii_number
+from ivr.calls import (
+    FINAL_CALL_STATUSES,
+    Answer,
+    CallContext,
+    Refused,
+    UnknownCall,
+    is_ascii_number,
+)
 from ivr.db import calls as call_store
 from ivr.hours import parse_instant
 from ivr.twiml import Links, render, render_apology, render_queue_wait
@@ -56,6 +63,7 @@ CALL_FLOW_ENDPOINTS = (
     "voice.queue_ended",
     "voice.recorded",
     "voice.recognition_result",
+    "voice.spoken",
 )
 
 
@@ -230,12 +238,44 @@ def public_prefix() -> str:
     return urllib.parse.urlsplit(settings().public_url).path.rstrip("/")
 
 
+def stream_url() -> str:
+    """Where Twilio opens the Media Stream: wss:// behind an https IVR_PUBLIC_URL (the proxy
+    maps it to IVR_MEDIA_STREAM_PORT), else ws:// straight to the media socket's port."""
+    live = current_app.extensions.get("ivr.live")
+    if live is None or live.stream_port is None:
+        return ""
+    public = urllib.parse.urlsplit(settings().public_url)
+    if public.scheme == "https":
+        return f"wss://{public.netloc}{public.path.rstrip('/')}{bp.url_prefix}/media"
+    host = (public.hostname if public.scheme else None) or request.host.rsplit(":", 1)[0]
+    return f"ws://{host}:{live.stream_port}{bp.url_prefix}/media"
+
+
+def _stream_links(answer: Answer) -> dict[str, Any]:
+    if not answer.turn.listen:
+        return {}
+    live = current_app.extensions.get("ivr.live")
+    url = stream_url()
+    if live is None or not url:
+        return {}
+    call_sid = request.form.get("CallSid", "")
+    return {
+        "stream_url": url,
+        "stream_name": f"{answer.turn.listen}-{answer.seq}",
+        "stream_parameters": (
+            ("seq", str(answer.seq)),
+            ("token", live.token(call_sid, answer.seq)),
+        ),
+    }
+
+
 def _links(answer: Answer) -> Links:
     step, language, seq = answer.state.step, answer.state.language, answer.seq
     purpose = answer.turn.record.purpose if answer.turn.record else ""
     # Twilio resolves these against the host: behind IVR_PUBLIC_URL's path they carry it.
     base = public_prefix() + bp.url_prefix
     return Links(
+        **_stream_links(answer),
         record_action=f"{base}/recorded/{step}?seq={seq}",
         recording_status=f"{base}/recording-status?purpose={purpose}&lang={language}",
         poll=f"{base}/result/{step}?seq={seq}",
@@ -444,6 +484,20 @@ def recognition_result(step: str) -> Response:
     )
 
 
+@bp.post("/spoken/<step>")
+def spoken(step: str) -> Response:
+    """A REST call update moved the call here: the streamed utterance has its result."""
+    call_sid, seq = _call_sid(), _seq()
+    return _continue_call(
+        call_sid,
+        seq,
+        "spoken",
+        lambda context: context.speech_result(),
+        {"spoken": True},
+        expected_step=step,
+    )
+
+
 @bp.post("/queue/wait")
 def queue_wait() -> Response:
     """Twilio's wait URL: tell the queued caller their position (Twilio loops this)."""
@@ -472,6 +526,9 @@ def call_status() -> Response:
         return ""
 
     _handle("status", call_sid, _status_seq(status), work)
+    live = current_app.extensions.get("ivr.live")
+    if live is not None and status in FINAL_CALL_STATUSES:
+        live.end_call(call_sid)  # a stream never outlives its call
     return Response(status=204)
 
 
