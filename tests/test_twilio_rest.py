@@ -435,3 +435,102 @@ def test_scenario_phone_tables_are_checked_strictly():
         phone_from({"answer": 2})
     with pytest.raises(ValueError, match="message_status"):
         phone_from({"message_status": "lost"})
+
+
+# Scenarios: operators' phones in the file, the stand-in started with the Runner ----------
+
+
+SCENARIO = f"""
+name = "the first operator does not answer; the second one takes the caller"
+time_scale = {SCALE}
+
+[[operator]]
+endpoint = "+79990000001"
+no_answer = true
+
+[[operator]]
+endpoint = "+79990000002"
+answer_after = 2
+talk_seconds = 10
+press = "1"
+
+[[step]]
+silence = true
+
+[[step]]
+wait_for_operator = 10
+hears = ["Соединяю с оператором", "Спасибо"]
+
+[expect]
+end = "connected"
+connected_to = "+79990000002"
+queue = "support"
+operator_hears = "Обращение номер 123"
+"""
+
+
+def test_a_scenario_rings_its_operators_through_the_stand_in(tmp_path, twilio, api, service):
+    """A stand-in dispatcher (the service's is issue 11's other half): when the caller
+    first hears the wait music, ring the first operator; when that leg ends unanswered
+    (its status callback), ring the next."""
+    from ivr.scenarios import Runner, load_scenario
+
+    queue_service(service)
+    service.answers["/twilio/voice"] = (
+        "<Response><Gather><Say>Нажмите</Say></Gather>" + QUEUE_TWIML[len("<Response>") :]
+    )
+    operators = ["+79990000001", "+79990000002"]
+    original = service.server.app.view_functions["answer"]
+
+    def dispatching(path):
+        answer = original(path)
+        params = request.form.to_dict()
+        if (path == "wait" and params.get("QueuePosition") == "1" and operators) or (
+            path == "operator-status" and params["CallStatus"] == "no-answer" and operators
+        ):
+            api.create_call(
+                to=operators.pop(0),
+                from_=LINE,
+                url=service.url + "/operator",
+                status_callback=service.url + "/operator-status",
+            )
+        return answer
+
+    service.server.app.view_functions["answer"] = dispatching
+    path = tmp_path / "operators.toml"
+    path.write_text(SCENARIO)
+    with Runner(service.url, TOKEN, account_sid=ACCOUNT, twilio=twilio) as runner:
+        report = runner.run(load_scenario(path))
+    assert report.passed, report.failures
+    statuses = [p["CallStatus"] for p in service.got("/operator-status")]
+    assert statuses[-1] == "completed" and "no-answer" in statuses
+    assert [leg.status for leg in twilio.legs_to("+79990000001")] == ["no-answer"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[[operator]]\nanswer_after = 1\n[[step]]\nsilence = true\n", "needs an endpoint"),
+        ('[[operator]]\nendpoint = "+7"\nanswers = 1\n[[step]]\nsilence = true\n', "unknown"),
+        ("[customer]\nmessage_status = 'lost'\n[[step]]\nsilence = true\n", "message_status"),
+        ("time_scale = 0\n[[step]]\nsilence = true\n", "time_scale"),
+        ("[[step]]\nwait_for_operator = true\n", "wait_for_operator"),
+        ("operators = 1\n[[step]]\nsilence = true\n", "unknown keys"),
+    ],
+)
+def test_scenario_phone_keys_are_strict(tmp_path, text, problem):
+    from ivr.scenarios import ScenarioError, load_scenario
+
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=problem):
+        load_scenario(path)
+
+
+def test_a_scenario_with_operators_needs_the_stand_in(tmp_path, service):
+    from ivr.scenarios import Runner, ScenarioError, load_scenario
+
+    path = tmp_path / "operators.toml"
+    path.write_text(SCENARIO)
+    with Runner(service.url, TOKEN) as runner, pytest.raises(ScenarioError, match="stand-in"):
+        runner.run(load_scenario(path))
