@@ -534,3 +534,32 @@ def test_a_scenario_with_operators_needs_the_stand_in(tmp_path, service):
     path.write_text(SCENARIO)
     with Runner(service.url, TOKEN) as runner, pytest.raises(ScenarioError, match="stand-in"):
         runner.run(load_scenario(path))
+
+
+def test_simulate_starts_a_stand_in_for_the_app_it_starts(tmp_path):
+    from click.testing import CliRunner
+
+    from ivr.cli import main
+
+    path = tmp_path / "phones.toml"
+    path.write_text(
+        '[[operator]]\nendpoint = "+79990000001"\nanswer_after = 2\n'
+        '[customer]\nmessage_status = "failed"\n'
+        '[[step]]\npress = "9"\n'
+    )
+    result = CliRunner().invoke(main, ["simulate", "--quiet", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "1 passed" in result.output
+
+
+def test_simulate_against_a_server_needs_the_stand_ins_port(tmp_path):
+    from click.testing import CliRunner
+
+    from ivr.cli import main
+
+    path = tmp_path / "phones.toml"
+    path.write_text('[[operator]]\nendpoint = "+79990000001"\n[[step]]\npress = "9"\n')
+    result = CliRunner().invoke(
+        main, ["simulate", "--base-url", "http://127.0.0.1:9", "--token", "t", str(path)]
+    )
+    assert result.exit_code == 1 and "--twilio-port" in result.output
