@@ -502,6 +502,7 @@ def test_a_scenario_rings_its_operators_through_the_stand_in(tmp_path, twilio, a
     with Runner(service.url, TOKEN, account_sid=ACCOUNT, twilio=twilio) as runner:
         report = runner.run(load_scenario(path))
     assert report.passed, report.failures
+    assert twilio.wait_for_legs()  # the operator's leg ends after the caller's
     statuses = [p["CallStatus"] for p in service.got("/operator-status")]
     assert statuses[-1] == "completed" and "no-answer" in statuses
     assert [leg.status for leg in twilio.legs_to("+79990000001")] == ["no-answer"]
