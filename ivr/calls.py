@@ -10,6 +10,7 @@ call inside the delivery's transaction and gets an `Answer` back to render.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -79,6 +80,7 @@ class CallDesk:
     speech_languages: Callable[[], tuple[str, ...]] = tuple
     # Real elapsed time for the queue (IVR_NOW fixes only the business clock).
     wall_clock: Clock = field(default_factory=Clock, compare=False)
+    speech_mode: str = "record"  # "stream": Media Streams at the prompts (ivr.speech.live)
     _unknown_numbers_warned: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def now(self, simulated: datetime | None = None) -> datetime:
@@ -112,6 +114,38 @@ class CallDesk:
             for line, numbers in self.settings.line_numbers.items()
         }
 
+    def _call_row(
+        self,
+        call_sid: str,
+        known: dict[str, Any] | None,
+        now: datetime,
+        *,
+        step: str,
+        to_number: str,
+        from_number: str,
+        account_sid: str,
+        status: str,
+    ) -> dict[str, Any]:
+        """The row of a call starting now (over a bare row a status callback may have made)."""
+        known = known or {}
+        return {
+            **known,
+            "call_sid": call_sid,
+            "account_sid": account_sid,
+            "line": self.line_for(to_number),
+            "to_number": to_number,
+            "from_number": from_number,
+            "started_at": known.get("started_at") or timestamp(now),
+            "updated_at": timestamp(now),
+            "status": known.get("status") or status,
+            "step": step,
+            "seq": known.get("seq", 0),
+            "state": "{}",
+            "outcome": None,
+            "after_hours": int(not is_open(now, self.settings.opening_hours)),
+            "simulated_now": None,
+        }
+
     # Webhooks --------------------------------------------------------------------------
 
     def start_call(
@@ -134,28 +168,24 @@ class CallDesk:
             known["step"] != Step.START or known["status"] in FINAL_CALL_STATUSES
         ):
             return CallContext(self, db, known, now).reprompt()
-        line = self.line_for(to_number)
-        open_now = is_open(now, self.settings.opening_hours)
-        row = {
-            "call_sid": call_sid,
-            "account_sid": account_sid,
-            "line": line,
-            "to_number": to_number,
-            "from_number": from_number,
-            "started_at": timestamp(now),
-            "updated_at": timestamp(now),
-            "status": (known or {}).get("status") or status or "ringing",
-            "step": Step.START,
-            "seq": 0,
-            "state": "{}",
-            "outcome": None,
-            "after_hours": int(not open_now),
-            # A simulated call keeps its instant for every later webhook (see CallContext).
-            "simulated_now": now.isoformat() if simulated_now else None,
-        }
+        row = self._call_row(
+            call_sid,
+            known,
+            now,
+            step=Step.START,
+            to_number=to_number,
+            from_number=from_number,
+            account_sid=account_sid,
+            status=status or "ringing",
+        )
+        # A simulated call keeps its instant for every later webhook (see CallContext).
+        row["simulated_now"] = now.isoformat() if simulated_now else None
+        line, open_now = row["line"], not row["after_hours"]
         context = CallContext(self, db, row, now, new=known is None)
         context.event(EventKind.CALL_STARTED, {"line": line, "to": to_number, "open": open_now})
-        return context.advance(flow.CallStarted(line, open_now, self.speech_languages()))
+        return context.advance(
+            flow.CallStarted(line, open_now, self.speech_languages(), self.speech_mode)
+        )
 
     def continue_call(
         self,
@@ -177,7 +207,7 @@ class CallDesk:
             call_store.update_call(db, call_sid, {"outcome": Outcome.HUNG_UP_BEFORE_ANSWER})
             context.flush_events()
             return context.hang_up(seq)
-        if kind in ("gather", "result") and call["ended_at"]:
+        if kind in ("gather", "result", "spoken") and call["ended_at"]:
             # The caller has hung up (a late or retried delivery): nothing to advance.
             context.event(EventKind.LATE_REQUEST, {"kind": kind, "seq": seq, "step": expected_step})
             context.flush_events()
@@ -213,25 +243,17 @@ class CallDesk:
         known = call_store.get_call(db, call_sid)
         if known is None or known["step"] == Step.START:
             now = self.now()
-            line = self.line_for(to_number)
-            open_now = is_open(now, self.settings.opening_hours)
-            row = {
-                **(known or {}),
-                "call_sid": call_sid,
-                "account_sid": account_sid,
-                "line": line,
-                "to_number": to_number,
-                "from_number": from_number,
-                "started_at": (known or {}).get("started_at") or timestamp(now),
-                "updated_at": timestamp(now),
-                "status": (known or {}).get("status") or "in-progress",
-                "step": Step.FALLBACK,
-                "seq": (known or {}).get("seq", 0),
-                "state": "{}",
-                "outcome": None,
-                "after_hours": int(not open_now),
-                "simulated_now": None,
-            }
+            row = self._call_row(
+                call_sid,
+                known,
+                now,
+                step=Step.FALLBACK,
+                to_number=to_number,
+                from_number=from_number,
+                account_sid=account_sid,
+                status="in-progress",
+            )
+            line, open_now = row["line"], not row["after_hours"]
             context = CallContext(self, db, row, now, new=known is None)
             context.state = flow.CallState(line=line, is_open=open_now, step=Step.FALLBACK)
         else:
@@ -646,6 +668,12 @@ class CallContext:
         old_step = self.state.step
         self.state, turn = flow.run(self.state, event, self.perform)
         self.seq += 1
+        if turn.listen:
+            # The utterance this prompt listens for is stored under a name both the
+            # media socket and later webhooks derive from (CallSid, seq).
+            self.state = replace(
+                self.state, recording=stream_recording_sid(self.call_sid, self.seq)
+            )
         self.event(
             EventKind.STEP, {"step": turn.name, "end": turn.end, "target": turn.target}, turn.name
         )
@@ -719,6 +747,13 @@ class CallContext:
 def queue_name(call_sid: str) -> str:
     """The caller's own Twilio queue (friendly names may have 64 characters)."""
     return f"call-{call_sid}"
+def stream_recording_sid(call_sid: str, seq: int) -> str:
+    """The recording (and recognition) name of the utterance streamed at (call, seq).
+
+    Twilio-shaped ("RE" and 32 hex digits, a RecordingSid), derived, so the media socket
+    and the webhooks agree on it without sharing memory.
+    """
+    return "RE" + hashlib.sha256(f"{call_sid}:{seq}".encode()).hexdigest()[:32]
 
 
 def normalise_number(number: str) -> str:

@@ -104,9 +104,29 @@ def serve(host: str, port: int, threads: int) -> None:
         # Oversized bodies get 413 from the headers alone, before waitress buffers them.
         max_request_body_size=app.extensions["ivr.settings"].max_request_bytes,
     )
+    media_socket = None
+    live = app.extensions.get("ivr.live")
+    if live is not None:  # stream mode: the Media Streams WebSocket on its own port
+        from ivr.web.media_socket import MediaStreamServer
+
+        media_port = app.extensions["ivr.settings"].media_stream_port
+        try:
+            media_socket = MediaStreamServer(live, host, media_port)
+        except OSError as error:
+            raise click.ClickException(
+                f"cannot listen for Media Streams on {host}:{media_port} "
+                f"(IVR_MEDIA_STREAM_PORT): {error}"
+            ) from None
+        live.base_url = live.base_url or f"http://{host}:{port}"
+        click.echo(f"media streams on ws://{host}:{media_socket.port}/twilio/media", err=True)
+    else:
+        click.echo("speech: record mode or keypad only (no live speech stream)", err=True)
     try:
         server.run()
     finally:
+        if media_socket is not None:
+            media_socket.close()
+            live.close()
         app.extensions["ivr.speech"].close()
         app.extensions["ivr.dispatcher"].close()
 
@@ -418,6 +438,51 @@ def _auth_token(token: str | None) -> str:
     )
 
 
+TWILIO_PORT_HELP = (
+    "Run the Twilio REST stand-in on 127.0.0.1:PORT (for a server started with "
+    "IVR_TWILIO_API_URL=http://127.0.0.1:PORT); when the app is started here, it gets one "
+    "on a free port by itself."
+)
+
+
+def _start_twilio_stand_in(base_url: str | None, token: str | None, port: int | None):
+    """The REST stand-in: the app started here gets its credentials, a running server's
+    are read from IVR_TWILIO_ACCOUNT_SID and the auth token."""
+    from ivr.emulator import TwilioStandIn
+
+    account_sid = auth_token = None
+    if base_url is not None:
+        account_sid = load_settings().account_sid
+        if not account_sid:
+            raise click.ClickException(
+                "the REST stand-in needs the server's IVR_TWILIO_ACCOUNT_SID (its requests "
+                "are checked against it)"
+            )
+        auth_token = _auth_token(token)
+    try:
+        return TwilioStandIn(account_sid, auth_token, port=port or 0)
+    except OSError as error:
+        raise click.ClickException(
+            f"the REST stand-in cannot listen on 127.0.0.1:{port} ({error.strerror})"
+        ) from None
+
+
+def _app_settings_for(stand_in) -> dict:
+    """Settings for an app started here so that its REST requests go to the stand-in."""
+    if stand_in is None:
+        return {}
+    from dataclasses import fields
+
+    from ivr.config import Settings
+
+    settings = {"auth_token": stand_in.auth_token, "account_sid": stand_in.account_sid}
+    # IVR_TWILIO_API_URL is read by the service side of issue 11; until it is, an app
+    # started here has no REST client to point at the stand-in.
+    if "twilio_api_url" in {item.name for item in fields(Settings)}:
+        settings["twilio_api_url"] = stand_in.base_url
+    return settings
+
+
 @main.command()
 @click.argument("scenarios", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--base-url", default=None, help="A running server; default: start the app here.")
@@ -451,7 +516,10 @@ def _auth_token(token: str | None) -> str:
 )
 @click.option("--quiet", is_flag=True, help="Only the verdicts, not the transcripts.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
-def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, think, quiet, as_json):
+@click.option("--twilio-port", default=None, type=click.IntRange(1, 65535), help=TWILIO_PORT_HELP)
+def simulate(
+    scenarios, base_url, token, db_path, load_calls, concurrency, think, quiet, as_json, twilio_port
+):
     """Run scenario files through the Twilio emulator; exit 1 if an expectation fails."""
     from ivr.devserver import LocalServer
     from ivr.emulator import as_dict
@@ -461,18 +529,29 @@ def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, think
         loaded = [load_scenario(path) for path in scenarios]
     except ScenarioError as error:
         raise click.ClickException(str(error)) from None
+    stand_in = None
+    if base_url is None or twilio_port is not None:
+        stand_in = _start_twilio_stand_in(base_url, token, twilio_port)
+    elif any(scenario.needs_twilio for scenario in loaded):
+        raise click.ClickException(
+            "these scenarios ring operators' phones: pass --twilio-port, the port of the "
+            "server's IVR_TWILIO_API_URL"
+        )
     server = None
+    account_sid = load_settings().account_sid or None
     if base_url is None:
-        server = LocalServer(threads=32)
+        server = LocalServer(threads=32, **_app_settings_for(stand_in))
         base_url, token, db_path = server.base_url, server.auth_token, server.db_path
+        account_sid = server.account_sid or account_sid
     else:
         token = _auth_token(token)
         db_path = db_path or load_settings().db_path
         if not Path(db_path).exists():
             db_path = None
     try:
-        account_sid = load_settings().account_sid or None
-        with Runner(base_url, token, db_path, account_sid=account_sid, think_time=think) as runner:
+        with Runner(
+            base_url, token, db_path, account_sid=account_sid, think_time=think, twilio=stand_in
+        ) as runner:
             if load_calls:
                 report = run_load(runner, loaded, load_calls, concurrency)
                 summary = report.summary()
@@ -514,6 +593,8 @@ def simulate(scenarios, base_url, token, db_path, load_calls, concurrency, think
     finally:
         if server is not None:
             server.close()
+        if stand_in is not None:
+            stand_in.close()
     if failed:
         sys.exit(1)
 
@@ -574,7 +655,8 @@ def media_server(port: int):
     envvar="IVR_MEDIA_PORT",
     help="Port of the emulated media host on 127.0.0.1 (`make run` fetches recordings there).",
 )
-def call(base_url, token, line, from_, at, media_port):
+@click.option("--twilio-port", default=None, type=click.IntRange(1, 65535), help=TWILIO_PORT_HELP)
+def call(base_url, token, line, from_, at, media_port, twilio_port):
     """Call the IVR from the terminal: read what it says, type keys or a WAV path."""
     from ivr.devserver import LocalServer
     from ivr.emulator import EmulatedCall, HttpTransport
@@ -586,16 +668,32 @@ def call(base_url, token, line, from_, at, media_port):
             parse_instant(at)
         except ValueError as error:
             raise click.ClickException(str(error)) from None
+    stand_in = None
+    if base_url is None or twilio_port is not None:
+        stand_in = _start_twilio_stand_in(base_url, token, twilio_port)
     server = None
+    account_sid = None
     if base_url is None:
-        server = LocalServer()
-        base_url, token = server.base_url, server.auth_token
+        server = LocalServer(**_app_settings_for(stand_in))
+        base_url, token, account_sid = server.base_url, server.auth_token, server.account_sid
         click.echo(f"(started the IVR on {base_url} with the demo roster)")
     else:
         token = _auth_token(token)
+        account_sid = load_settings().account_sid or None
+    if stand_in is not None:
+        click.echo(f"(Twilio's REST API stand-in on {stand_in.base_url}; operators answer)")
     media = media_server(media_port)
     emulated = EmulatedCall(
-        HttpTransport(), base_url, token, to=LINES[line], from_=from_, at=at, media=media
+        HttpTransport(),
+        base_url,
+        token,
+        to=LINES[line],
+        from_=from_,
+        at=at,
+        media=media,
+        account_sid=account_sid,
+        twilio=stand_in,
+        loopback_streams=server is not None,
     )
     shown = 0
     try:
@@ -604,9 +702,13 @@ def call(base_url, token, line, from_, at, media_port):
             for item in emulated.result.heard[shown:]:
                 if item.kind in ("say", "queue"):
                     click.echo(f"IVR: {item.text}")
-                elif item.kind in ("dial", "enqueue", "record", "play", "error"):
+                elif item.kind in ("dial", "bridge", "enqueue", "record", "play", "error"):
                     click.echo(f"  [{item.kind}: {item.text}]")
             shown = len(emulated.result.heard)
+            if emulated.in_queue and stand_in is not None:
+                click.echo("  [on hold until an operator's call takes you; Ctrl-C hangs up]")
+                emulated.wait_for_operator(3600)
+                continue
             if emulated.result.ended or emulated.waiting_for is None:
                 break
             hint = (
@@ -619,6 +721,8 @@ def call(base_url, token, line, from_, at, media_port):
                 emulated.hang_up()
             elif not answer:
                 emulated.silence()
+            elif emulated.waiting_for == "Gather" and Path(answer).is_file():
+                emulated.speak(answer)  # over the Media Stream, when the prompt listens
             elif emulated.waiting_for == "Record" and answer != "#":
                 if not Path(answer).is_file():
                     click.echo(f"no such file: {answer}")
@@ -640,6 +744,8 @@ def call(base_url, token, line, from_, at, media_port):
         media.close()
         if server is not None:
             server.close()
+        if stand_in is not None:
+            stand_in.close()
 
 
 # Speech models and recordings -------------------------------------------------------------

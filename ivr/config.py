@@ -72,6 +72,11 @@ class Settings:
     # dispatches at once in the thread that fires it (tests).
     dispatch_interval_seconds: float = 2.0
     reconcile_after_minutes: int = 10  # a call with no final status this long: ask the API
+    # "stream" (Media Streams + live recogniser), "record" (<Record> after the prompt), or
+    # "" = stream when a model (or vosk-server) is configured (IVR_SPEECH_MODE).
+    speech_mode: str = ""
+    vosk_server_urls: tuple[str, ...] = ()
+    media_stream_port: int = 8082
 
     @property
     def opening_hours(self) -> OpeningHours:
@@ -207,6 +212,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     ):
         if env.get(variable, "").strip():
             values[name] = _parse_numbers(variable, env[variable])
+    if env.get("IVR_SPEECH_MODE", "").strip():
+        mode = env["IVR_SPEECH_MODE"].strip().lower()
+        if mode not in ("stream", "record"):
+            raise ConfigError(f"IVR_SPEECH_MODE must be stream or record, got {mode!r}")
+        values["speech_mode"] = mode
+    if env.get("IVR_VOSK_SERVER_URLS", "").strip():
+        urls = tuple(u.strip() for u in env["IVR_VOSK_SERVER_URLS"].split(",") if u.strip())
+        for url in urls:
+            if not url.startswith(("ws://", "wss://")):
+                raise ConfigError(f"IVR_VOSK_SERVER_URLS wants ws:// or wss:// URLs, got {url!r}")
+        values["vosk_server_urls"] = urls
     if env.get("IVR_RECORDING_HOSTS"):
         values["recording_hosts"] = _parse_recording_hosts(env["IVR_RECORDING_HOSTS"])
     if env.get("IVR_NOW"):
@@ -232,6 +248,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "IVR_SESSION_IDLE_MINUTES": "session_idle_minutes",
         "IVR_QUEUE_MAX_WAIT": "queue_max_wait_seconds",
         "IVR_RECONCILE_AFTER_MINUTES": "reconcile_after_minutes",
+        "IVR_MEDIA_STREAM_PORT": "media_stream_port",
     }.items():
         if env.get(variable):
             values[name] = _parse_int(variable, env[variable])

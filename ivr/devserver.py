@@ -12,6 +12,7 @@ import waitress
 from ivr import db as database
 from ivr.demo import seed_demo_roster
 from ivr.web.app import create_app
+from ivr.web.media_socket import MediaStreamServer
 
 
 class LocalServer:
@@ -24,6 +25,8 @@ class LocalServer:
         threads: int = 16,
         demo_roster: bool = True,
         speech_engine=None,
+        twilio_api=None,
+        streaming_recognizer=None,
         **settings,
     ):
         self._tmp = None
@@ -44,7 +47,12 @@ class LocalServer:
             # calls to this server use it (EmulatedCall(account_sid=server.account_sid)).
             config["account_sid"] = "AC" + secrets.token_hex(16)
         self.account_sid = str(config.get("account_sid") or "")
-        self.app = create_app(config, speech_engine=speech_engine)
+        self.app = create_app(
+            config,
+            speech_engine=speech_engine,
+            twilio_api=twilio_api,
+            streaming_recognizer=streaming_recognizer,
+        )
         if demo_roster:
             with database.connect(db_path) as db:
                 seed_demo_roster(db)
@@ -57,6 +65,11 @@ class LocalServer:
             # Oversized bodies get 413 from the headers alone, before waitress buffers them.
             max_request_body_size=self.app.extensions["ivr.settings"].max_request_bytes,
         )
+        self.media_socket = None
+        live = self.app.extensions.get("ivr.live")
+        if live is not None:  # stream mode: the Media Streams WebSocket on its own port
+            self.media_socket = MediaStreamServer(live, "127.0.0.1", 0)
+            live.base_url = live.base_url or self.base_url
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 
@@ -70,6 +83,9 @@ class LocalServer:
         self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
         self.server.close()
         self.thread.join(5)
+        if self.media_socket is not None:
+            self.media_socket.close()
+            self.app.extensions["ivr.live"].close()
         self.app.extensions["ivr.speech"].close()
         self.app.extensions["ivr.dispatcher"].close()
         if self._tmp is not None:

@@ -7,6 +7,13 @@ use `{ticket}` / `{order}` from an earlier one). Each `[[step]]` does at most on
 music) — and may check what the IVR said in answer: `hears` (substrings), `hears_regex`,
 `not_hears`. `[expect]` checks where the call ended and what is on record. See
 tests/scenarios/ for the shipped suite.
+
+Operators' phones (`[[operator]]`, by endpoint) and the customers' (`[customer]`, the
+callers' own numbers, rung back by callbacks) are played by the REST stand-in
+(ivr/emulator/rest.py): a scenario that has them needs a Runner with `twilio=`, and the
+service must send its REST requests there (IVR_TWILIO_API_URL), which `ivr simulate` sets
+up by itself. `wait_for_operator = SECONDS` keeps a queued caller on hold until an
+operator's leg bridges them and the talk is over.
 """
 
 from __future__ import annotations
@@ -22,8 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from ivr.config import Settings
-from ivr.emulator import CallResult, EmulatedCall, HttpTransport, MediaServer, Transport
+from ivr.emulator import (
+    CallResult,
+    EmulatedCall,
+    EmulatedRest,
+    HttpTransport,
+    MediaServer,
+    Transport,
+)
 from ivr.emulator.caller import DIAL_STATUSES, EMPTY_RECORDING_MODES
+from ivr.emulator.rest import Phone, TwilioStandIn, phone_from
 from ivr.tickets import is_valid_ticket_number
 from ivr.vocabulary import Line
 
@@ -32,8 +47,8 @@ LINES = {
     Line.DOMESTIC: Settings.domestic_number,
     Line.INTERNATIONAL: Settings.international_number,
 }
-ACTIONS = ("press", "silence", "speak", "hang_up", "fallback", "wait_in_queue")
-STEP_KEYS = set(ACTIONS) | {"hears", "hears_regex", "not_hears", "then_press"}
+ACTIONS = ("press", "silence", "speak", "hang_up", "fallback", "wait_in_queue", "wait_for_operator")
+STEP_KEYS = set(ACTIONS) | {"hears", "hears_regex", "not_hears", "then_press", "during_prompt"}
 # Twilio's quirks a scenario may state (see ivr/emulator/caller.py): how the operator's leg
 # of a <Dial> ends, and whether an empty recording is sent to the action (today's <Record>
 # page) or skipped (the older page).
@@ -46,6 +61,8 @@ CALL_KEYS = {
     "name",
 }
 EXPECT_KEYS = {
+    "operator_hears",
+    "sms",
     "end",
     "connected_to",
     "queue",
@@ -55,6 +72,8 @@ EXPECT_KEYS = {
     "hears",
     "not_hears",
 }
+# The top level only: the phones the REST stand-in rings, and its clock.
+PHONE_KEYS = {"operator", "customer", "time_scale"}
 SPOKEN_TICKET = re.compile(r"(\d) (\d) (\d), (\d) (\d) (\d), (\d) (\d) (\d)(?! \d)")
 
 
@@ -72,6 +91,7 @@ class Step:
     hears_regex: list[str] = field(default_factory=list)
     not_hears: list[str] = field(default_factory=list)
     then_press: str = ""  # after `speak`: the key that ends the recording
+    during_prompt: bool = False  # `speak` at a streaming prompt while it still plays
 
 
 @dataclass
@@ -97,6 +117,14 @@ class Scenario:
     path: Path
     description: str
     calls: list[CallPlan]
+    operators: dict[str, Phone] = field(default_factory=dict)  # endpoint -> phone
+    customer: Phone | None = None  # the callers' own phones, when the service calls back
+    time_scale: float = 1.0  # the stand-in's seconds (phones, operators' TwiML)
+
+    @property
+    def needs_twilio(self) -> bool:
+        """Whether the scenario has phones for the REST stand-in to ring."""
+        return bool(self.operators) or self.customer is not None
 
 
 @dataclass
@@ -144,6 +172,10 @@ def _parse_step(raw: dict[str, Any], where: str) -> Step:
         raise ScenarioError(f"{where}: one action per step, got {actions}")
     action = actions[0] if actions else None
     value = raw.get(action) if action else None
+    if action == "wait_for_operator" and (
+        isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+    ):
+        raise ScenarioError(f"{where}: wait_for_operator takes the most seconds to wait")
     if action == "press" and not re.fullmatch(r"[0-9*#{}a-z_]+", str(value)):
         raise ScenarioError(f"{where}: press takes keys 0-9 * #, got {value!r}")
     if "then_press" in raw and (
@@ -157,6 +189,7 @@ def _parse_step(raw: dict[str, Any], where: str) -> Step:
         hears_regex=_as_list(raw.get("hears_regex")),
         not_hears=_as_list(raw.get("not_hears")),
         then_press=str(raw.get("then_press", "")),
+        during_prompt=bool(raw.get("during_prompt", False)),
     )
 
 
@@ -213,6 +246,11 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: not valid TOML: {error}") from None
     name = str(data.get("name", path.stem))
     base = path.parent
+    if "call" in data:
+        unknown = set(data) - CALL_DEFAULTS - PHONE_KEYS - {"call", "name", "description"}
+        if unknown:
+            raise ScenarioError(f"{path}: unknown keys {sorted(unknown)}")
+    operators, customer, time_scale = _parse_phones(data, path)
     defaults = {k: data[k] for k in CALL_DEFAULTS if k in data}
     if "call" in data:
         raws = data["call"]
@@ -221,11 +259,51 @@ def load_scenario(path: str | Path) -> Scenario:
             for number, raw in enumerate(raws, start=1)
         ]
     else:
+        unknown = set(data) - CALL_KEYS - PHONE_KEYS - {"description"}
+        if unknown:
+            raise ScenarioError(f"{path}: unknown keys {sorted(unknown)}")
         single = {k: v for k, v in data.items() if k in CALL_KEYS}
         calls = [_parse_call(single, {}, "call", base)]
     if not calls or not any(call.steps or call.expect for call in calls):
         raise ScenarioError(f"{path}: no steps or expectations")
-    return Scenario(name=name, path=path, description=str(data.get("description", "")), calls=calls)
+    return Scenario(
+        name=name,
+        path=path,
+        description=str(data.get("description", "")),
+        calls=calls,
+        operators=operators,
+        customer=customer,
+        time_scale=time_scale,
+    )
+
+
+def _parse_phones(data: dict[str, Any], path: Path) -> tuple[dict[str, Phone], Phone | None, float]:
+    """The `[[operator]]` phones by endpoint, the `[customer]` phone, the `time_scale`."""
+    operators: dict[str, Phone] = {}
+    raw_operators = data.get("operator", [])
+    if not isinstance(raw_operators, list):
+        raise ScenarioError(f"{path}: operators are [[operator]] tables")
+    for number, raw in enumerate(raw_operators, start=1):
+        where = f"{path}: operator {number}"
+        if not isinstance(raw, dict) or not raw.get("endpoint"):
+            raise ScenarioError(f"{where}: needs an endpoint (the number the service rings)")
+        behaviour = {key: value for key, value in raw.items() if key != "endpoint"}
+        try:
+            operators[str(raw["endpoint"])] = phone_from(behaviour, where)
+        except ValueError as error:
+            raise ScenarioError(str(error)) from None
+    customer = None
+    if "customer" in data:
+        if not isinstance(data["customer"], dict):
+            raise ScenarioError(f"{path}: [customer] is a table")
+        try:
+            customer = phone_from(data["customer"], f"{path}: customer")
+        except ValueError as error:
+            raise ScenarioError(str(error)) from None
+    time_scale = data.get("time_scale", 1.0)
+    if isinstance(time_scale, bool) or not isinstance(time_scale, int | float) or time_scale <= 0:
+        raise ScenarioError(f"{path}: time_scale is a positive number, got {time_scale!r}")
+    return operators, customer, float(time_scale)
 
 
 def heard_ticket(result: CallResult) -> str | None:
@@ -277,9 +355,18 @@ def play_call(plan: CallPlan, call: EmulatedCall, variables: dict[str, str]) -> 
                 elif step.action == "silence":
                     call.silence()
                 elif step.action == "speak":
-                    call.speak(step.value, finish_key=step.then_press)
+                    call.speak(
+                        step.value, finish_key=step.then_press, during_prompt=step.during_prompt
+                    )
                 elif step.action == "wait_in_queue":
                     call.wait_in_queue()
+                elif step.action == "wait_for_operator":
+                    if call.twilio is None:
+                        raise ScenarioError(
+                            f"{where}: wait_for_operator needs the REST stand-in "
+                            "(give the scenario [[operator]] phones)"
+                        )
+                    call.wait_for_operator(float(step.value))
                 elif step.action == "hang_up":
                     call.hang_up()
                 elif step.action == "fallback":
@@ -300,10 +387,32 @@ def check_call(
     record: dict | None,
     ticket: str | None,
     variables: dict[str, str],
+    twilio: TwilioStandIn | None = None,
+    operators: tuple[str, ...] = (),
 ) -> list[str]:
-    """Check a finished call against its [expect] table."""
+    """Check a finished call against its [expect] table (`twilio`: the REST stand-in that
+    rang the `operators`' phones and recorded the messages)."""
     failures = list(result.errors)
     expect = plan.expect
+    if twilio is not None:
+        heard = "\n".join(
+            item.text
+            for endpoint in operators
+            for leg in twilio.legs_to(endpoint)
+            for item in leg.heard
+            if item.kind == "say"
+        )
+        for text in _as_list(expect.get("operator_hears")):
+            text = _fill(text, variables)
+            if text not in heard:
+                failures.append(f"expected an operator to hear {text!r}; they heard {heard!r}")
+        texts = "\n".join(m.body for m in twilio.messages if m.to == plan.from_)
+        for text in _as_list(expect.get("sms")):
+            text = _fill(text, variables)
+            if text not in texts:
+                failures.append(f"expected an SMS to {plan.from_} with {text!r}; got {texts!r}")
+    elif "operator_hears" in expect or "sms" in expect:
+        failures.append("operator_hears / sms need the REST stand-in")
     if "end" in expect and result.end != expect["end"]:
         failures.append(f"expected the call to end {expect['end']!r}, it ended {result.end!r}")
     if "connected_to" in expect and result.connected_to != expect["connected_to"]:
@@ -343,7 +452,9 @@ def check_call(
 
 
 class Runner:
-    """Runs scenarios against a base URL, with a media host for recordings."""
+    """Runs scenarios against a base URL, with a media host for recordings and, when the
+    service's REST requests go to it, the Twilio REST stand-in (`twilio`) whose phones the
+    scenarios set."""
 
     def __init__(
         self,
@@ -354,8 +465,14 @@ class Runner:
         deliveries: int = 1,
         account_sid: str | None = None,
         think_time: float = 0.0,
+        rest: EmulatedRest | None = None,
+        twilio: TwilioStandIn | None = None,
     ):
+        self.twilio = twilio
         self.base_url = base_url
+        # The REST stand-in the server was given (stream mode moves calls with it); with one,
+        # the server is ours on loopback, so its ws:// media socket is accepted.
+        self.rest = rest
         self.account_sid = account_sid  # the server's own, which its recording fetcher expects
         self.auth_token = auth_token
         self.db_path = db_path
@@ -392,6 +509,13 @@ class Runner:
         variables: dict[str, str] = {}
         outcomes: list[CallOutcome] = []
         live: list[EmulatedCall] = []
+        if scenario.needs_twilio:
+            if self.twilio is None:
+                raise ScenarioError(
+                    f"{scenario.path}: operators' phones need the REST stand-in "
+                    "(`ivr simulate` starts one when the app runs here, or --twilio-port)"
+                )
+            self._set_phones(scenario)
         for plan in scenario.calls:
             call = EmulatedCall(
                 self.transport,
@@ -407,6 +531,9 @@ class Runner:
                 deliveries=self.deliveries,
                 account_sid=self.account_sid,
                 think_time=self.think_time,
+                rest=self.rest,
+                twilio=self.twilio,
+                loopback_streams=self.rest is not None or self.twilio is not None,
             )
             try:
                 failures = play_call(plan, call, variables)
@@ -420,11 +547,21 @@ class Runner:
             record = self.record_for(call.result.call_sid)
             if record and record.get("order_number"):
                 variables["order"] = record["order_number"]
-            failures += check_call(plan, call.result, record, ticket, variables)
+            failures += check_call(
+                plan, call.result, record, ticket, variables, self.twilio, tuple(scenario.operators)
+            )
             outcomes.append(CallOutcome(plan, call.result, ticket, record, failures))
         for call in live:
             call.hang_up()
         return ScenarioReport(scenario, outcomes, time.perf_counter() - started)
+
+    def _set_phones(self, scenario: Scenario) -> None:
+        """The scenario's operators' and customers' phones, on the stand-in's clock."""
+        self.twilio.time_scale = scenario.time_scale
+        self.twilio.phones.update(scenario.operators)
+        if scenario.customer is not None:
+            for plan in scenario.calls:
+                self.twilio.phones[plan.from_] = scenario.customer
 
 
 def format_report(report: ScenarioReport, verbose: bool = True) -> str:
@@ -463,6 +600,7 @@ def _format_heard(kind: str, text: str) -> str:
         "speak": "caller says",
         "record": "IVR records",
         "dial": "connected to",
+        "bridge": "operator on",
         "enqueue": "queued in",
         "hangup": "call ends",
         "error": "ERROR",
@@ -580,7 +718,15 @@ def _for_load(scenario: Scenario, index: int) -> Scenario:
     for plan in scenario.calls:
         caller = numbers.setdefault(plan.from_, f"+7917{index:06d}{len(numbers) % 10}")
         expect = {k: v for k, v in plan.expect.items() if k == "ticket"}
-        steps = [Step(step.action, step.value, then_press=step.then_press) for step in plan.steps]
+        steps = [
+            Step(
+                step.action,
+                step.value,
+                then_press=step.then_press,
+                during_prompt=step.during_prompt,
+            )
+            for step in plan.steps
+        ]
         calls.append(
             CallPlan(
                 plan.name,
@@ -594,4 +740,12 @@ def _for_load(scenario: Scenario, index: int) -> Scenario:
                 expect,
             )
         )
-    return Scenario(scenario.name, scenario.path, scenario.description, calls)
+    return Scenario(
+        scenario.name,
+        scenario.path,
+        scenario.description,
+        calls,
+        scenario.operators,
+        scenario.customer,
+        scenario.time_scale,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twilio.twiml.voice_response import Dial, Enqueue, Gather, VoiceResponse
+from twilio.twiml.voice_response import Dial, Enqueue, Gather, Start, VoiceResponse
 
 from ivr.flow import Say, Turn
 from ivr.prompts import Prompts
@@ -22,6 +22,10 @@ class Links:
     record_action: str = ""  # where a <Record> posts, and where an empty recording redirects
     recording_status: str = ""  # Twilio's recordingStatusCallback
     poll: str = ""  # where a waiting caller is redirected to check for a result
+    # Stream mode: the Media Streams WebSocket a listening prompt starts, and its parameters.
+    stream_url: str = ""
+    stream_name: str = ""
+    stream_parameters: tuple[tuple[str, str], ...] = ()
 
 
 def spoken_texts(step: Turn, catalogue: dict[str, Prompts], language: str) -> list[str]:
@@ -69,6 +73,14 @@ def render(step: Turn, catalogue: dict[str, Prompts], language: str, links: Link
 
 def _render(step: Turn, catalogue: dict[str, Prompts], language: str, links: Links) -> str:
     response = VoiceResponse()
+    if step.listen and links.stream_url:
+        # The <Stream> page: <Start> forks the caller's audio to the WebSocket while the
+        # call goes on; the <Gather> below keeps listening for keys at the same time.
+        start = Start()
+        stream = start.stream(url=links.stream_url, name=links.stream_name)
+        for name, value in links.stream_parameters:
+            stream.parameter(name=name, value=value)
+        response.append(start)
     if step.gather is not None:
         gather = Gather(
             input="dtmf",

@@ -142,6 +142,7 @@ class AuditAction(StrEnum):
     VIEW_CALL = "view_call"
     REVEAL_NUMBER = "reveal_number"
     EXPORT_CALLS = "export_calls"
+    SEARCH_NUMBERS = "search_numbers"  # an admin's search by more than a number's last four
     TICKET_STATUS = "ticket_status"
     TICKET_NOTE = "ticket_note"
     OPERATOR_ADD = "operator_add"

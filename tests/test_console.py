@@ -15,6 +15,8 @@ from functools import cache
 import pytest
 from click.testing import CliRunner
 from conftest import AUTH_TOKEN, CALLER, INTERNATIONAL
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.security import generate_password_hash
 
 from ivr import accounts, cli
@@ -413,6 +415,41 @@ def test_search_by_order_ticket_and_caller_digits(app, admin, db):
     assert found("0000000000") == set()
 
 
+def test_an_operator_cannot_learn_a_callers_number_digit_by_digit(app, operator, db):
+    """The search oracle: operators see ***4567; '<d>4567' for d = 0..9 must not tell d."""
+    call = order_call(app)
+    ticket = ticket_store.ticket_for_call(db, call.result.call_sid)["number"]
+    lists = (("/console/calls", call.result.call_sid), ("/console/tickets", ticket))
+    known = CALLER[-4:]
+    for _ in range(3):  # three digits past the ones on the screen, as an attacker would go
+        for path, needle in lists:
+            hits = [
+                digit
+                for digit in "0123456789"
+                if needle in text(operator.get(path, query_string={"q": digit + known}))
+            ]
+            assert hits in ([], list("0123456789")), f"{path} tells the digit before {known}"
+        known = CALLER[-len(known) - 1] + known  # suppose the attacker learned it anyway
+    for path, needle in lists:  # what operators may do: the last four, the whole number
+        for query in (CALLER[-4:], CALLER, "+7 916 123-45-67", "8 916 123 45 67"):
+            assert needle in text(operator.get(path, query_string={"q": query})), (path, query)
+    assert audit_rows(db, "search_numbers") == []
+
+
+def test_admins_search_by_part_of_a_number_and_it_is_audited_masked(app, admin, db):
+    call = order_call(app)
+    ticket = ticket_store.ticket_for_call(db, call.result.call_sid)["number"]
+    assert call.result.call_sid in text(admin.get("/console/calls?q=1234567"))
+    assert ticket in text(admin.get("/console/tickets?q=234567"))
+    rows = audit_rows(db, "search_numbers")
+    assert [row["detail"]["list"] for row in rows] == ["tickets", "calls"]  # newest first
+    assert all(row["detail"]["query"] == "***4567" for row in rows)
+    assert "1234567" not in json.dumps([row["detail"] for row in rows])
+    admin.get("/console/calls.csv?q=1234567")
+    exported = audit_rows(db, "export_calls")[0]["detail"]
+    assert exported["filters"]["q"] == "***4567" and "1234567" not in json.dumps(exported)
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -474,30 +511,51 @@ def test_filters_line_outcome_category_operator_dates_and_mine(app, admin, opera
     assert listed(admin, operator=str(ivanova)) == {"domestic", "english"}
     assert listed(admin, mine="1") == {"domestic", "english"}  # Иванова took both tickets
     assert listed(operator, mine="1") == set()
-    # Unknown filter values are ignored rather than passed on.
-    assert listed(admin, line="1 OR 1=1", outcome="x", operator="1 OR 1=1") == set(sids)
+    # Unknown filter values are ignored rather than passed on; a number that is not one
+    # is refused (see test_numbers_in_query_arguments_are_ascii_digits_in_range).
+    assert listed(admin, line="1 OR 1=1", outcome="x") == set(sids)
+    assert admin.get("/console/calls", query_string={"operator": "1 OR 1=1"}).status_code == 400
 
 
-def test_call_log_paginates(app, admin, db):
-    for index in range(55):
+def insert_menu_calls(db, count: int) -> None:
+    """`count` finished calls on 26.11.2026, one a minute from 08:00 UTC, CA...0 first."""
+    for index in range(count):
+        at = datetime(2026, 11, 26, 8, tzinfo=UTC) + timedelta(minutes=index)
         call_store.insert_call(
             db,
             {
                 "call_sid": f"CA{index:032x}",
                 "line": "domestic",
                 "from_number": CALLER,
-                "started_at": f"2026-11-26T08:{index:02d}:00.000+00:00",
-                "updated_at": f"2026-11-26T08:{index:02d}:00.000+00:00",
-                "ended_at": f"2026-11-26T08:{index:02d}:30.000+00:00",
+                "started_at": database.timestamp(at),
+                "updated_at": database.timestamp(at),
+                "ended_at": database.timestamp(at + timedelta(seconds=30)),
                 "step": "ended",
                 "outcome": "hung_up_in_menu",
             },
         )
     db.conn.commit()
+
+
+def test_call_log_paginates(app, admin, db):
+    insert_menu_calls(db, 55)
     first, second = text(admin.get("/console/calls")), text(admin.get("/console/calls?page=2"))
     assert f"CA{54:032x}" in first and f"CA{4:032x}" not in first
     assert f"CA{4:032x}" in second and "Страница 2 из 2" in second
     assert 'rel="next"' in first and 'rel="prev"' in second
+
+
+def test_a_long_log_is_counted_up_to_the_limit_and_says_so(app, admin, db, monkeypatch):
+    monkeypatch.setattr("ivr.web.console.calls.COUNT_LIMIT", 100)
+    insert_menu_calls(db, 130)
+    first, last = text(admin.get("/console/calls")), text(admin.get("/console/calls?page=2"))
+    assert "Найдено звонков: 100+" in first and "Страница 1 из 2+" in first
+    assert 'rel="next"' in first and 'id="narrow-hint"' not in first
+    assert "Страница 2 из 2+" in last and 'rel="next"' not in last
+    assert 'id="narrow-hint"' in last  # older calls: narrow the dates
+    assert f"CA{30:032x}" in last and f"CA{29:032x}" not in last
+    found = text(admin.get("/console/calls?from=2026-11-26&to=2026-11-26&outcome=hung_up_in_menu"))
+    assert "Найдено звонков: 100+" in found
 
 
 def test_csv_export_has_the_filtered_calls_masked(app, admin, db):
@@ -1112,3 +1170,95 @@ def test_chart_axis_maximum_has_a_whole_middle_line(value, maximum):
     from ivr.web.charts import nice_maximum
 
     assert nice_maximum(value) == maximum and maximum % 2 == 0
+
+
+# Query arguments ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/calls?page=²",
+        "/console/calls?operator=²",
+        "/console/tickets?operator=¹",
+        "/console/tickets?page=٣",
+        "/console/calls.csv?operator=²",
+        "/console/audit?page=²",
+        "/console/calls?page=" + "9" * 5000,
+        "/console/calls?operator=" + "1" * 5000,
+        "/console/audit?page=" + "1" * 5000,
+        "/console/calls?page=0",
+        "/console/calls?page=-1",
+        "/console/calls?page=201",
+        "/console/calls?operator=%201",
+        "/console/tickets?operator=99999999999",
+    ],
+)
+def test_numbers_in_query_arguments_are_ascii_digits_in_range(admin, path):
+    response = admin.get(path)
+    assert response.status_code == 400
+    assert "Неверный адрес страницы" in text(response)
+
+
+def test_numbers_in_range_still_work(admin, operator):
+    assert admin.get("/console/calls?page=1&operator=1").status_code == 200
+    assert admin.get("/console/calls?page=200").status_code == 200
+    assert admin.get("/console/calls?page=&operator=").status_code == 200  # empty: any
+    assert admin.get("/console/audit?page=1000").status_code == 200
+    assert operator.get("/console/tickets?page=2&operator=2&mine=1").status_code == 200
+
+
+# Every argument any console page reads, and a few it does not.
+QUERY_NAMES = (
+    "page", "operator", "mine", "q", "from", "to", "line", "outcome", "category", "status",
+    "callbacks", "reveal", "next", "lang", "x",
+)  # fmt: skip
+HOSTILE_VALUES = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["²", "¹", "٣", "１", "-1", "0", "1e3", " 1", "1 ", "0x1", "nan", "+1"]),
+    st.integers(min_value=0, max_value=6000).map(lambda digits: "9" * digits),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.dates().map(str),
+)
+QUERIES = st.dictionaries(
+    st.one_of(st.sampled_from(QUERY_NAMES), st.text(min_size=1, max_size=8)),
+    HOSTILE_VALUES,
+    max_size=5,
+)
+
+
+def console_get_paths(app, db) -> list[str]:
+    """Every GET route of the console, with real values for its path arguments."""
+    call = call_store.get_call(db, order_call(app).result.call_sid)
+    values = {
+        "call_sid": call["call_sid"],
+        "number": call["ticket_number"],
+        "operator_id": "1",
+        "sid": "RE" + "0" * 32,
+    }
+    paths = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("console.") and "GET" in rule.methods:
+            paths.append(rule.build({name: values[name] for name in rule.arguments})[1])
+    return sorted(paths)
+
+
+def test_no_console_page_answers_500_to_any_query_arguments(app, admin, db):
+    paths = console_get_paths(app, db)
+    assert {"/console/calls", "/console/calls.csv", "/console/tickets", "/console/audit"} <= set(
+        paths
+    )
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(path=st.sampled_from(paths), query=QUERIES)
+    def check(path, query):
+        response = admin.get(path, query_string=query)
+        if path.endswith(".csv"):
+            response.get_data()  # the export streams: run it to the end
+        assert response.status_code < 500, (path, query)
+
+    check()

@@ -430,13 +430,17 @@ ROUTES = (
 
 
 def snapshot(db_path: str) -> dict[str, tuple[list[str], dict[int, tuple]]]:
-    """Every row of every table, by rowid, with the column names."""
+    """Every row of every table, by rowid, with the column names.
+
+    Full-text indexes (virtual tables and their shadow tables) mirror tables read here.
+    """
     connection = sqlite3.connect(db_path)
     try:
         tables = [
             row[0]
             for row in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
+                "AND name NOT LIKE 'sqlite_%'"
             )
         ]
         result = {}

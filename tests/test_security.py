@@ -62,7 +62,8 @@ def all_rows(db_path: str) -> dict[str, list[tuple]]:
         tables = [
             row[0]
             for row in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
+                "AND name NOT LIKE 'sqlite_%'"  # full-text indexes mirror the tables read here
             )
         ]
         return {

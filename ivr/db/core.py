@@ -11,6 +11,7 @@ parameter; the only text put into SQL is table and column names written in this 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -33,6 +34,7 @@ DATABASE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 log = logging.getLogger("ivr.db")
 
 
+@functools.lru_cache(maxsize=256)  # a webhook stamps one instant several times
 def timestamp(instant: datetime) -> str:
     """Instants are stored as UTC ISO-8601 text with milliseconds, so text order is time order."""
     return instant.astimezone(UTC).isoformat(timespec="milliseconds")

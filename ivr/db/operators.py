@@ -9,14 +9,18 @@ from ivr.db.core import Database
 
 
 def list_operators(db: Database, active_only: bool = False) -> list[dict[str, Any]]:
-    """The roster, with each operator's count of unresolved tickets."""
+    """The roster, with each operator's count of unresolved tickets.
+
+    The statuses are named (not `!= 'resolved'`) so the count reads only the unresolved
+    entries of tickets_operator_status, not a year of each operator's tickets.
+    """
     where = "WHERE o.active = 1" if active_only else ""
     return core.rows(
         db.execute(
             f"""
             SELECT o.*, (
                 SELECT count(*) FROM tickets t
-                WHERE t.operator_id = o.id AND t.status != 'resolved'
+                WHERE t.operator_id = o.id AND t.status IN ('open', 'in_progress')
             ) AS open_tickets
             FROM operators o {where} ORDER BY o.id
             """  # noqa: S608

@@ -12,6 +12,10 @@ from typing import Any
 
 from ivr.db.core import Database
 
+# A word search looks at the newest tickets (and notes) containing the words, this many:
+# a word in every other transcript would otherwise cost a sort of a year of calls.
+WORD_MATCHES = 10_001
+
 CALL_LOG_COLUMNS = (
     "c.call_sid, c.line, c.language, c.from_number, c.to_number, c.started_at, c.ended_at, "
     "c.status, c.duration, c.step, c.outcome, c.order_number, c.category, c.ticket_number, "
@@ -29,8 +33,9 @@ class CallFilters:
     outcome: str | None = None
     operator_id: int | None = None
     category: str | None = None
-    digits: str | None = None  # order number / ticket number (prefix) or caller's last digits
+    digits: str | None = None  # order / ticket number (prefix) or caller (see Where.digits)
     text: str | None = None  # words in the ticket's description (the caller's transcript)
+    partial_numbers: bool = False  # admins: digits may match the end of a caller's number
 
 
 @dataclass(frozen=True)
@@ -41,13 +46,29 @@ class TicketFilters:
     category: str | None = None
     operator_id: int | None = None
     after_hours: bool | None = None
-    digits: str | None = None  # ticket number / order number (prefix) or caller's last digits
+    digits: str | None = None  # ticket / order number (prefix) or caller (see Where.digits)
     text: str | None = None  # words in the description or the notes
+    partial_numbers: bool = False  # admins: digits may match the end of a caller's number
 
 
 def like_escape(text: str) -> str:
     """Make LIKE's wildcards in user text literal (used with ESCAPE '\\')."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def phrase(text: str) -> str:
+    """An FTS5 query for the text as one literal substring (the trigram indexes match any
+    substring of three characters or more, case-folded; shorter text matches nothing)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def whole_numbers(digits: str) -> list[str]:
+    """How a whole number typed as digits may be stored: '+79161234567' from 79161234567,
+    and from 89161234567 (the Russian trunk prefix) too."""
+    forms = ["+" + digits, digits]
+    if len(digits) == 11 and digits.startswith("8"):
+        forms.append("+7" + digits[1:])
+    return forms
 
 
 @dataclass
@@ -62,14 +83,30 @@ class Where:
         self.clauses.append(clause)
         self.params.extend(params)
 
-    def equals(self, column: str, value: Any) -> None:
-        """AND column = value, unless the value is None ("any")."""
-        if value is not None:
-            self.add(f"{column} = ?", value)
+    def equals(self, column: str, value: Any, use_index: bool = True) -> None:
+        """AND column = value, unless the value is None ("any").
 
-    def digits(self, table: str, alias: str, prefixed: tuple[str, ...], caller: str, text: str):
-        """Rows where one of the `prefixed` columns starts with the digits or the caller's
-        number ends with them (4+ digits use the last-four index)."""
+        `use_index=False` writes `+column` so SQLite does not pick that column's own index
+        (kept for another query) and then sort a year of rows; the list's time-ordered
+        index carries the column and decides it on index entries instead.
+        """
+        if value is not None:
+            self.add(f"{'' if use_index else '+'}{column} = ?", value)
+
+    def digits(
+        self,
+        table: str,
+        alias: str,
+        prefixed: tuple[str, ...],
+        caller: str,
+        text: str,
+        partial_numbers: bool = False,
+    ) -> None:
+        """Rows where one of the `prefixed` columns starts with the digits, or the caller's
+        number matches them: four digits are its last four (what operators see), more are
+        the whole number (+7..., 7..., 8...) or, when `partial_numbers` (admins, audited),
+        any ending. An ending of any other length would tell an operator, digit by digit,
+        the part of the number that is masked from them."""
         # [digits, digits + ':') holds every digit string starting with them (':' follows '9').
         low, high = text, text + ":"
         parts = [
@@ -77,16 +114,17 @@ class Where:
             for column in prefixed
         ]
         params: list[Any] = [value for _ in prefixed for value in (low, high)]
-        pattern = "%" + like_escape(text)
-        if len(text) >= 4:
-            parts.append(
-                f"SELECT rowid FROM {table} WHERE substr({caller}, -4) = ? "  # noqa: S608
-                f"AND {caller} LIKE ? ESCAPE '\\'"
-            )
-            params += [text[-4:], pattern]
-        else:
-            parts.append(f"SELECT rowid FROM {table} WHERE {caller} LIKE ? ESCAPE '\\'")  # noqa: S608
-            params.append(pattern)
+        last_four = f"SELECT rowid FROM {table} WHERE substr({caller}, -4) = ?"  # noqa: S608
+        if len(text) == 4:
+            parts.append(last_four)
+            params.append(text)
+        elif len(text) > 4 and partial_numbers:
+            parts.append(f"{last_four} AND {caller} LIKE ? ESCAPE '\\'")
+            params += [text[-4:], "%" + like_escape(text)]
+        elif len(text) > 4:
+            whole = whole_numbers(text)
+            parts.append(f"{last_four} AND {caller} IN ({', '.join('?' * len(whole))})")
+            params += [text[-4:], *whole]
         self.add(f"{alias}.rowid IN ({' UNION '.join(parts)})", *params)
 
     @property
@@ -106,31 +144,52 @@ def _call_where(filters: CallFilters) -> Where:
     if filters.started_before:
         where.add("c.started_at < ?", filters.started_before)
     if filters.digits:
-        where.digits("calls", "c", ("order_number", "ticket_number"), "from_number", filters.digits)
+        where.digits(
+            "calls",
+            "c",
+            ("order_number", "ticket_number"),
+            "from_number",
+            filters.digits,
+            filters.partial_numbers,
+        )
     if filters.text:
         where.add(
-            "c.call_sid IN (SELECT call_sid FROM tickets WHERE description LIKE ? ESCAPE '\\')",
-            "%" + like_escape(filters.text) + "%",
+            "c.call_sid IN (SELECT call_sid FROM tickets WHERE rowid IN "
+            "(SELECT rowid FROM ticket_words WHERE ticket_words MATCH ? "
+            "ORDER BY rowid DESC LIMIT ?))",
+            phrase(filters.text),
+            WORD_MATCHES,
         )
     return where
 
 
 def _ticket_where(filters: TicketFilters) -> Where:
     where = Where()
-    where.equals("t.status", filters.status)
+    where.equals("t.status", filters.status, use_index=False)  # tickets_operator_status
     where.equals("t.category", filters.category)
-    where.equals("t.operator_id", filters.operator_id)
+    where.equals("t.operator_id", filters.operator_id, use_index=False)
     if filters.after_hours is not None:
         where.add("t.after_hours = ?", int(filters.after_hours))
     if filters.digits:
-        where.digits("tickets", "t", ("number", "order_number"), "caller_number", filters.digits)
+        where.digits(
+            "tickets",
+            "t",
+            ("number", "order_number"),
+            "caller_number",
+            filters.digits,
+            filters.partial_numbers,
+        )
     if filters.text:
-        pattern = "%" + like_escape(filters.text) + "%"
         where.add(
-            "(t.description LIKE ? ESCAPE '\\' OR t.number IN "
-            "(SELECT ticket_number FROM ticket_notes WHERE body LIKE ? ESCAPE '\\'))",
-            pattern,
-            pattern,
+            "t.rowid IN (SELECT rowid FROM (SELECT rowid FROM ticket_words "
+            "WHERE ticket_words MATCH ? ORDER BY rowid DESC LIMIT ?) "
+            "UNION SELECT tickets.rowid FROM tickets WHERE number IN (SELECT ticket_number "
+            "FROM ticket_notes WHERE id IN (SELECT rowid FROM note_words "
+            "WHERE note_words MATCH ? ORDER BY rowid DESC LIMIT ?)))",
+            phrase(filters.text),
+            WORD_MATCHES,
+            phrase(filters.text),
+            WORD_MATCHES,
         )
     return where
 
@@ -166,14 +225,20 @@ def _select(db, filters, limit: int, offset: int) -> Iterator[dict[str, Any]]:
         yield dict(found)
 
 
-def count(db: Database, filters: CallFilters | TicketFilters) -> int:
-    """How many calls or tickets match the filters."""
+def count(db: Database, filters: CallFilters | TicketFilters, up_to: int | None = None) -> int:
+    """How many calls or tickets match the filters, counting no further than `up_to`.
+
+    A bounded count stops after `up_to` matches, so a year of calls costs what a page of
+    them does; the console shows "10 000+" when the count reaches its bound.
+    """
     source, _, build, _ = _LISTS[type(filters)]
     where = build(filters)
-    return db.execute(
-        f"SELECT count(*) FROM {source} {where.sql}",  # noqa: S608 - fixed fragments
-        where.params,
-    ).fetchone()[0]
+    if up_to is None:
+        sql, params = f"SELECT count(*) FROM {source} {where.sql}", where.params  # noqa: S608
+    else:
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM {source} {where.sql} LIMIT ?)"  # noqa: S608
+        params = [*where.params, up_to]
+    return db.execute(sql, params).fetchone()[0]
 
 
 def live_calls(db: Database, active_since: str, limit: int = 200) -> list[dict[str, Any]]:

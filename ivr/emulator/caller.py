@@ -16,11 +16,16 @@ executed as Twilio's TwiML pages describe it:
   one of the documented DialCallStatus values) and the action gets it.
 - <Enqueue> (the <Enqueue> page): the caller waits, hearing the waitUrl's TwiML, until
   something takes them out: <Leave> in that TwiML (QueueResult=leave), or hanging up
-  (QueueResult=hangup). Nothing here dequeues a caller by itself.
+  (QueueResult=hangup). Nothing here dequeues a caller by itself. With the REST stand-in
+  attached (`twilio=`, ivr/emulator/rest.py), the caller waits in its queue registry: an
+  operator's leg running <Dial><Queue> bridges them (the action gets QueueResult=bridged
+  once the talk is over, "when the bridged parties disconnect"), and a REST update with a
+  new Url moves them out (QueueResult=redirected, then the new Url's TwiML runs).
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
 import random
 import secrets
@@ -34,7 +39,8 @@ from typing import Any
 
 from ivr.emulator.http import API_VERSION, Transport, new_sid, sign
 from ivr.emulator.media import MediaServer
-from ivr.emulator.twiml_rules import WAIT_URL_VERBS, TwimlRefused, check
+from ivr.emulator.streams import EmulatedRest, MediaStream, mulaw_audio
+from ivr.emulator.twiml_rules import WAIT_URL_VERBS, WHISPER_VERBS, TwimlRefused, check
 
 FALLBACK_PATH = "/twilio/fallback"
 MAX_REQUESTS_PER_CALL = 300
@@ -44,6 +50,7 @@ RECORD_FINISH_DEFAULT = "1234567890*#"  # the <Record> page
 DIAL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
 CONNECTED_DIAL_STATUSES = ("completed", "answered")
 EMPTY_RECORDING_MODES = ("action", "skip")
+HOLD_ROUND_MINIMUM = 0.05  # seconds between waitUrl requests when its TwiML has no <Pause>
 
 
 @dataclass
@@ -69,6 +76,10 @@ class CallResult:
     errors: list[str] = field(default_factory=list)
     recordings: list[str] = field(default_factory=list)
     documents: int = 0  # TwiML documents checked and executed
+    streams: list[MediaStream] = field(default_factory=list)  # <Start><Stream>s, in order
+    stream_errors: list[str] = field(default_factory=list)  # streams that could not start
+    redirects: list[str] = field(default_factory=list)  # REST call updates applied
+    bridged: bool = False  # dequeued by an operator's <Dial><Queue> (the REST stand-in)
 
     @property
     def transcript(self) -> str:
@@ -84,15 +95,73 @@ class CallResult:
             return "connected" if self.connected_to else "live"
         if self.errors:
             return "error"
-        if self.connected_to and not self.queue:
+        if self.connected_to and (self.bridged or not self.queue):
             return "connected"
         if self.queue:
             return "queued"
         return "hung_up"
 
 
+def _driving(method):
+    """A caller's action: one driver at a time; REST updates that came meanwhile run after."""
+
+    @functools.wraps(method)
+    def drive(self, *args, **kwargs):
+        with self._changed:
+            try:
+                result = method(self, *args, **kwargs)
+            finally:
+                self._changed.notify_all()  # wake whoever waits for a change
+        self._drain_redirects()
+        return result
+
+    return drive
+
+
+class Bridge:
+    """A queued caller connected to an operator's leg, until either side leaves."""
+
+    def __init__(self, queue_sid: str, queue_time: int, dequeuing_sid: str, endpoint: str):
+        self.queue_sid = queue_sid
+        self.queue_time = queue_time  # seconds in the queue before the bridge
+        self.dequeuing_sid = dequeuing_sid
+        self.endpoint = endpoint
+        self.started = time.monotonic()
+        self.ended_by = ""
+        self._over = threading.Event()
+        self._lock = threading.Lock()
+
+    def end(self, by: str) -> bool:
+        """End the talk (by "caller", "operator", "redirect"); False if it had already ended."""
+        with self._lock:
+            if self._over.is_set():
+                return False
+            self.ended_by = by
+            self._over.set()
+            return True
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until the talk is over; True when it is."""
+        return self._over.wait(timeout)
+
+    @property
+    def over(self) -> bool:
+        """Whether either side has left."""
+        return self._over.is_set()
+
+    @property
+    def seconds(self) -> int:
+        """How long the parties talked (so far)."""
+        return round(time.monotonic() - self.started)
+
+
 class EmulatedCall:
-    """One inbound call, driven step by step like a caller on a phone."""
+    """One inbound call, driven step by step like a caller on a phone.
+
+    Several threads may act on one call once the REST stand-in is attached (the scenario
+    drives the caller; an operator's leg bridges them; a REST update redirects them), so
+    every change of state happens under `self._lock`.
+    """
 
     def __init__(
         self,
@@ -115,6 +184,9 @@ class EmulatedCall:
         fallback_tries: int = 1,
         fallback_retry_delay: float = 0.5,
         empty_recording: str = "action",
+        rest: EmulatedRest | None = None,
+        loopback_streams: bool = False,
+        twilio=None,
     ):
         if dial_status not in DIAL_STATUSES:
             raise ValueError(f"dial_status must be one of {DIAL_STATUSES}, got {dial_status!r}")
@@ -153,8 +225,25 @@ class EmulatedCall:
         self._queue_sid = ""
         self._started = time.monotonic()
         self._callbacks: list[threading.Thread] = []
+        self._bridge: Bridge | None = None
+        self._duration: int | None = None
+        self._next_hold_round = 0.0
+        self._bridged_enqueue: ElementTree.Element | None = None
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self.last_status = 0
         self.last_body = ""
+        # Explicit, off by default: accept <Stream url="ws://127.0.0.1..."> (loopback runs
+        # have no TLS); Twilio itself connects to wss:// only.
+        self.loopback_streams = loopback_streams
+        self._redirects: list[str] = []
+        if rest is not None:
+            rest.register(self)
+        # The REST stand-in (ivr/emulator/rest.py): its queues, and its Calls resource for
+        # this call (fetch, update).
+        self.twilio = twilio
+        if twilio is not None:
+            twilio.attach(self)
 
     # Requests ----------------------------------------------------------------------------
 
@@ -208,11 +297,11 @@ class EmulatedCall:
     def _fetch(self, url: str, extra: dict[str, str] | None = None, status: str = "in-progress"):
         """Request a document for the call and run it (or fail as Twilio would)."""
         status_code, body, absolute = self.post(url, extra, status)
-        root, error_code, problem = self._usable(status_code, body)
+        root, error_code, problem = self._usable(status_code, body, self.loopback_streams)
         is_fallback = urllib.parse.urlsplit(absolute).path == FALLBACK_PATH
         if root is None and self.fallback_on_failure and not is_fallback:
             status_code, body, absolute = self._post_fallback(str(error_code), absolute)
-            root, error_code, problem = self._usable(status_code, body)
+            root, error_code, problem = self._usable(status_code, body, self.loopback_streams)
         if root is None:
             # Twilio says "an application error has occurred" and ends the call.
             self.result.errors.append(f"{problem} from {absolute}")
@@ -225,17 +314,20 @@ class EmulatedCall:
         self._run()
 
     @staticmethod
-    def _usable(status_code: int, body: str) -> tuple[ElementTree.Element | None, int, str]:
+    def _usable(
+        status_code: int, body: str, loopback_ws: bool = False
+    ) -> tuple[ElementTree.Element | None, int, str]:
         """The checked document, or (None, Twilio's error code, what went wrong)."""
         if status_code != 200:
             return None, 11200, f"HTTP {status_code}"
         try:
-            return check(body), 0, ""
+            return check(body, loopback_ws=loopback_ws), 0, ""
         except TwimlRefused as refused:
             return None, refused.code, str(refused)
 
     # The caller's actions ----------------------------------------------------------------
 
+    @_driving
     def start(self) -> EmulatedCall:
         """Twilio answers: POST /twilio/voice (at the scenario's instant, if one is set)."""
         if self.think_time > 0:
@@ -256,6 +348,7 @@ class EmulatedCall:
         """Whether the caller is waiting in a queue."""
         return self._queued is not None
 
+    @_driving
     def press(self, keys: str) -> EmulatedCall:
         """Type keys at the pending <Gather> (or end a <Record> with a key)."""
         verb = self._require_waiting()
@@ -284,6 +377,7 @@ class EmulatedCall:
         self._fetch(verb.get("action") or self._document_url, extra)
         return self
 
+    @_driving
     def silence(self) -> EmulatedCall:
         """Say and type nothing: the <Gather> times out / the <Record> records silence."""
         verb = self._require_waiting()
@@ -295,13 +389,23 @@ class EmulatedCall:
         self._run()
         return self
 
-    def speak(self, audio: str | Path, finish_key: str = "") -> EmulatedCall:
+    @_driving
+    def speak(
+        self, audio: str | Path, finish_key: str = "", during_prompt: bool = False
+    ) -> EmulatedCall:
         """Speak: at a <Record>, the audio becomes the recording (ended by silence, or by
-        `finish_key` pressed after speaking); a DTMF <Gather> does not listen to speech, so
-        there it is a time-out."""
+        `finish_key` pressed after speaking); at a <Gather> while a Media Stream runs, the
+        audio goes over the stream in real time while the <Gather> waits for keys (see
+        `_speak_into_stream`); a DTMF <Gather> without a stream does not listen to speech,
+        so there it is a time-out."""
         verb = self._require_waiting()
         self._listen()
         self.result.heard.append(Heard("speak", str(audio)))
+        streams = [stream for stream in self.result.streams if stream.open]
+        if verb.tag == "Gather" and streams:
+            return self._speak_into_stream(
+                verb, streams[-1], Path(audio), finish_key, during_prompt
+            )
         if verb.tag != "Record" or "speech" in verb.get("input", ""):
             self._waiting = None
             self._run()
@@ -310,6 +414,68 @@ class EmulatedCall:
             self.result.heard.append(Heard("keys", finish_key))
         return self._record_ended(verb, Path(audio), finish_key=finish_key)
 
+    def _speak_into_stream(
+        self,
+        verb: ElementTree.Element,
+        stream: MediaStream,
+        audio: Path,
+        finish_key: str,
+        during_prompt: bool,
+    ) -> EmulatedCall:
+        """The caller speaks while the <Gather> waits; the service may move the call on.
+
+        The <Gather> page: the timeout counts from the end of the prompt. The emulator says
+        prompts instantly, so the caller speaking after the prompt starts the clock when
+        the audio starts; `during_prompt` (barge-in) has the prompt end with the audio.
+        Keys (`finish_key`) are pressed as soon as the audio has been sent.
+        """
+        seconds = stream.say(mulaw_audio(str(audio))) * self.time_scale
+        if finish_key:
+            stream.wait_said(seconds + 5)
+            return self.press(finish_key)
+        timeout = float(verb.get("timeout", "5")) * self.time_scale
+        deadline = time.monotonic() + (seconds if during_prompt else 0.0) + timeout
+        if self._wait_for_redirect(deadline - time.monotonic()):
+            self._follow_redirect()
+            return self
+        self._waiting = None  # the <Gather> timed out with nothing typed: the next verb runs
+        self._run()
+        return self
+
+    def redirect(self, url: str) -> None:
+        """A REST call update with Url: stop the current verb, run the TwiML at `url`."""
+        with _GUARD:
+            self._redirects.append(url)
+        self._drain_redirects()
+
+    def _wait_for_redirect(self, seconds: float) -> bool:
+        deadline = time.monotonic() + max(0.0, seconds)
+        while not self._redirects and not self.result.ended:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(remaining, 0.01))
+        return bool(self._redirects)
+
+    def _follow_redirect(self) -> None:
+        with _GUARD:
+            url = self._redirects.pop(0) if self._redirects else None
+        if url is None or self.result.ended:
+            return
+        self.result.redirects.append(url)
+        self._redirected(url)
+
+    def _drain_redirects(self) -> None:
+        """Apply pending updates now, unless the caller's own action is running (it will)."""
+        while self._redirects and not self.result.ended:
+            if not self._lock.acquire(blocking=False):
+                return
+            try:
+                self._follow_redirect()
+            finally:
+                self._lock.release()
+
+    @_driving
     def hang_up(self) -> EmulatedCall:
         """The caller hangs up: a pending <Record> or <Enqueue> reports it, then the call ends."""
         waiting, self._waiting = self._waiting, None
@@ -319,9 +485,12 @@ class EmulatedCall:
             self._record_ended(waiting, None, finish_key="hangup", caller_gone=True)
         if self._queued is not None and not self.result.ended:
             self._leave_queue("hangup", caller_gone=True)
+        if self._bridge is not None and not self.result.ended:
+            self._end_bridge("caller", caller_gone=True)
         self._finish()
         return self
 
+    @_driving
     def fallback(self, error_code: str = "11200") -> EmulatedCall:
         """Twilio could not use the last answer and calls the number's fallback URL."""
         self._waiting = None
@@ -331,6 +500,7 @@ class EmulatedCall:
         )
         return self
 
+    @_driving
     def wait_in_queue(self) -> EmulatedCall:
         """Stay on hold: Twilio requests the queue's waitUrl again when its TwiML has ended."""
         if self._queued is None:
@@ -368,14 +538,23 @@ class EmulatedCall:
 
     def _run(self) -> None:
         while self._pending and not self.result.ended:
+            if self._redirects:  # a REST update stops the current document
+                self._follow_redirect()
+                return
             verb = self._pending.pop(0)
-            if verb.tag == "Say":
+            if verb.tag == "Start":
+                self._start_streams(verb)
+            elif verb.tag == "Stop":
+                self._stop_streams(verb)
+            elif verb.tag == "Say":
                 self._say(verb)
             elif verb.tag == "Play":
                 self.result.heard.append(Heard("play", (verb.text or "").strip()))
             elif verb.tag == "Pause":
                 # The caller waits: a poll loop must give background work real time.
-                time.sleep(float(verb.get("length", "1")) * self.time_scale)
+                if self._wait_for_redirect(float(verb.get("length", "1")) * self.time_scale):
+                    self._follow_redirect()
+                    return
             elif verb.tag in ("Gather", "Record"):
                 for child in verb:
                     if child.tag == "Say":
@@ -404,8 +583,41 @@ class EmulatedCall:
                 self.result.errors.append(f"the emulator does not play <{verb.tag}> yet")
                 self._finish()
                 return
-        if not self._pending and self._waiting is None and self._queued is None:
+        if (
+            not self._pending
+            and self._waiting is None
+            and self._queued is None
+            and self._bridge is None
+        ):
             self._finish()  # end of document: Twilio hangs up
+
+    def _start_streams(self, verb: ElementTree.Element) -> None:
+        """<Start><Stream>: fork the caller's audio to the WebSocket; the call goes on."""
+        for noun in verb:
+            parameters = {
+                item.get("name", ""): item.get("value", "")
+                for item in noun
+                if item.tag == "Parameter"
+            }
+            try:
+                stream = MediaStream(
+                    noun.get("url", ""),
+                    call_sid=self.result.call_sid,
+                    account_sid=self.account_sid,
+                    parameters=parameters,
+                    time_scale=self.time_scale,
+                )
+            except Exception as error:  # noqa: BLE001 - as Twilio: the call goes on
+                self.result.stream_errors.append(f"{noun.get('url')}: {error}")
+                continue
+            stream.name = noun.get("name", "")
+            self.result.streams.append(stream)
+
+    def _stop_streams(self, verb: ElementTree.Element) -> None:
+        names = {noun.get("name") for noun in verb}
+        for stream in self.result.streams:
+            if getattr(stream, "name", None) in names:
+                stream.stop()
 
     def _say(self, verb: ElementTree.Element) -> None:
         self.result.heard.append(Heard("say", (verb.text or "").strip(), verb.get("language", "")))
@@ -437,47 +649,197 @@ class EmulatedCall:
         queue = (verb.text or "").strip()
         self.result.queue = queue
         self.result.heard.append(Heard("enqueue", queue))
-        self._queued, self._queued_at, self._queue_sid = verb, time.monotonic(), new_sid("QU")
+        self._queued, self._queued_at = verb, time.monotonic()
+        if self.twilio is not None:
+            self._queue_sid = self.twilio.queues.join(queue, self)
+        else:
+            self._queue_sid = new_sid("QU")
         self._play_wait_url(verb)
 
-    def _play_wait_url(self, verb: ElementTree.Element) -> None:
-        """Request the waitUrl and play its TwiML to the waiting caller."""
+    def _play_wait_url(self, verb: ElementTree.Element) -> float:
+        """Request the waitUrl and play its TwiML to the waiting caller; returns how long
+        that TwiML plays (its <Pause>s), after which Twilio requests the waitUrl again."""
         wait_url = verb.get("waitUrl")
         if not wait_url:
-            return  # Twilio's hold music
+            self._next_hold_round = float("inf")  # Twilio's hold music, never requested
+            return 0.0
         queue_time = str(round(time.monotonic() - self._queued_at))
+        position, size = 1, 1
+        if self.twilio is not None:
+            position, size = self.twilio.queues.position(self)
         status_code, body, _ = self.post(
             wait_url,
             {
-                "QueuePosition": "1",
+                "QueuePosition": str(position),
                 "QueueSid": self._queue_sid,
                 "QueueTime": queue_time,
                 "AvgQueueTime": queue_time,
-                "CurrentQueueSize": "1",
+                "CurrentQueueSize": str(size),
                 "MaxQueueSize": "100",
             },
         )
         if status_code != 200:
             self.result.errors.append(f"HTTP {status_code} from the queue wait URL")
-            return
+            return 1.0
         try:
             document = check(body, allowed_verbs=WAIT_URL_VERBS)
         except TwimlRefused as refused:
             self.result.errors.append(f"{refused} from the queue wait URL")
-            return
+            return 1.0
+        length = sum(float(item.get("length", "1")) for item in document if item.tag == "Pause")
+        self._next_hold_round = time.monotonic() + max(HOLD_ROUND_MINIMUM, length * self.time_scale)
         for item in document:
+            if self._queued is not verb:
+                break  # dequeued meanwhile
             if item.tag == "Say":
                 self.result.heard.append(Heard("queue", (item.text or "").strip()))
             elif item.tag == "Leave":
                 self._leave_queue("leave")
-                return
+                break
             elif item.tag == "Hangup":
                 self.hang_up()
+                break
+        return length
+
+    def wait_for_operator(self, timeout: float) -> bool:
+        """Stay on hold until something takes the caller out of the queue and, when an
+        operator's leg bridged them, until the talk is over and the <Enqueue> action has
+        run; or until `timeout` seconds pass. The waitUrl is requested again each time its
+        TwiML has played (its <Pause>s, times `time_scale`). True when bridged."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not self.result.ended:
+                if self._queued is None and self._bridge is None:
+                    break
+                if self._redirects:  # a REST update that came while the wait URL played
+                    self._follow_redirect()
+                    continue
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if self._queued is not None and now >= self._next_hold_round:
+                    self._play_wait_url(self._queued)
+                    continue
+                wake = deadline if self._queued is None else min(deadline, self._next_hold_round)
+                self._changed.wait(max(0.01, wake - now))
+        return self.result.bridged
+
+    # Twilio's side: the REST stand-in acts on the call ------------------------------------
+
+    def dequeue(self, dequeuing_sid: str, endpoint: str, whisper_url: str = "") -> Bridge | None:
+        """An operator's <Dial><Queue> takes the caller (None if they are no longer waiting).
+
+        The <Queue url> TwiML, if any, is played to the caller before the parties are
+        connected (the <Queue> page: Play, Say, Pause, Redirect).
+        """
+        with self._changed:
+            if self._queued is None or self.result.ended or self._bridge is not None:
+                return None
+            verb, self._queued = self._queued, None
+            bridge = Bridge(
+                self._queue_sid, round(time.monotonic() - self._queued_at), dequeuing_sid, endpoint
+            )
+            if whisper_url:
+                self._whisper(whisper_url, bridge)
+            self._bridge, self._bridged_enqueue = bridge, verb
+            self.result.bridged = True
+            self.result.connected_to = endpoint
+            self.result.heard.append(Heard("bridge", endpoint))
+            self._changed.notify_all()
+            return bridge
+
+    def _whisper(self, url: str, bridge: Bridge) -> None:
+        status_code, body, _ = self.post(
+            url,
+            {
+                "QueueSid": bridge.queue_sid,
+                "QueueTime": str(bridge.queue_time),
+                "DequeingCallSid": bridge.dequeuing_sid,
+            },
+        )
+        try:
+            if status_code != 200:
+                raise TwimlRefused(11200, f"HTTP {status_code}")
+            document = check(body, allowed_verbs=WHISPER_VERBS)
+        except TwimlRefused as refused:
+            # Twilio's error 14211 "Dial->Queue: Invalid whisper url"; the parties connect.
+            self.result.errors.append(f"{refused} from the <Queue url> whisper")
+            return
+        for item in document:
+            if item.tag == "Say":
+                self._say(item)
+            elif item.tag == "Play":
+                self.result.heard.append(Heard("play", (item.text or "").strip()))
+
+    def bridge_over(self) -> None:
+        """The operator's side left the talk: the <Enqueue> action gets QueueResult=bridged
+        and its TwiML goes on with the caller (the <Enqueue> page)."""
+        with self._changed:
+            if self._bridge is not None and not self.result.ended:
+                self._end_bridge("operator")
+            self._changed.notify_all()
+
+    def _end_bridge(self, by: str, caller_gone: bool = False, result: str = "bridged") -> None:
+        bridge, verb = self._bridge, self._bridged_enqueue
+        self._bridge = self._bridged_enqueue = None
+        bridge.end(by)
+        params = {
+            "QueueResult": result,
+            "QueueSid": bridge.queue_sid,
+            "QueueTime": str(bridge.queue_time),
+        }
+        action = verb.get("action")
+        if caller_gone or result == "redirected-from-bridged":
+            if action:
+                self.post(action, params)  # nobody is left to hear the answer / a new Url runs
+            return
+        if action:
+            self._fetch(action, params)
+        else:
+            self._run()  # the verbs after <Enqueue>
+
+    def _redirected(self, url: str) -> None:
+        """A REST update with a new Url: the call leaves what it was doing and runs that
+        URL's TwiML. A queued caller's <Enqueue> action is told QueueResult=redirected
+        (redirected-from-bridged when they were talking to an operator)."""
+        with self._changed:
+            if self.result.ended:
                 return
+            self._waiting = None
+            self._pending = []
+            if self._queued is not None:
+                verb, self._queued = self._queued, None
+                if self.twilio is not None:
+                    self.twilio.queues.leave(self)
+                if verb.get("action"):
+                    self.post(
+                        verb.get("action"),
+                        {
+                            "QueueResult": "redirected",
+                            "QueueSid": self._queue_sid,
+                            "QueueTime": str(round(time.monotonic() - self._queued_at)),
+                        },
+                    )
+            elif self._bridge is not None:
+                self._end_bridge("redirect", result="redirected-from-bridged")
+            self._fetch(url)
+            self._changed.notify_all()
+
+    @property
+    def status(self) -> str:
+        """The call's CallStatus as Twilio's Calls resource would show it."""
+        return "completed" if self.result.ended else "in-progress"
+
+    @property
+    def duration(self) -> int | None:
+        """Seconds from answer to hang-up, once the call has ended."""
+        return self._duration
 
     def _leave_queue(self, result: str, caller_gone: bool = False) -> None:
         """The caller is out of the queue: the <Enqueue> action gets the QueueResult."""
         verb, self._queued = self._queued, None
+        if self.twilio is not None:
+            self.twilio.queues.leave(self)
         params = {
             "QueueResult": result,
             "QueueSid": self._queue_sid,
@@ -574,9 +936,14 @@ class EmulatedCall:
         if self.result.ended:
             return
         self.result.ended = True
+        if self._queued is not None and self.twilio is not None:
+            self.twilio.queues.leave(self)
+        for stream in self.result.streams:
+            stream.stop()  # Twilio ends a call's streams with the call
         self._queued = None
         self.result.heard.append(Heard("hangup", ""))
         duration = max(1, round(time.monotonic() - self._started))
+        self._duration = duration
         status_code, _, _ = self.post(
             self.base_url + "/twilio/status",
             {
@@ -589,6 +956,9 @@ class EmulatedCall:
         )
         if status_code >= 400:
             self.result.errors.append(f"HTTP {status_code} from the status callback")
+
+
+_GUARD = threading.Lock()  # guards the pending REST updates of every call (held briefly)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ validation") is refused here too, instead of being played kindly.
 from __future__ import annotations
 
 import re
+import urllib.parse
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 Check = Callable[[str], bool]
@@ -31,8 +33,19 @@ def _url(text: str) -> bool:
     return bool(text) and not any(char.isspace() for char in text) and len(text) <= 4096
 
 
+_LOOPBACK_WS: ContextVar[bool] = ContextVar("loopback_ws", default=False)
+
+
 def _wss_url(text: str) -> bool:
-    """Media Streams only connect to secure WebSockets (<Stream url> must be wss://)."""
+    """Media Streams only connect to secure WebSockets (<Stream url> must be wss://).
+
+    The emulator's explicit loopback switch (`check(..., loopback_ws=True)`, off by
+    default) also accepts ws:// to 127.0.0.1 / localhost: loopback runs have no TLS.
+    """
+    if _LOOPBACK_WS.get() and _url(text):
+        parts = urllib.parse.urlsplit(text)
+        if parts.scheme == "ws" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+            return True
     return text.startswith("wss://") and _url(text)
 
 
@@ -273,12 +286,23 @@ def parse(body: str) -> ElementTree.Element:
     return root
 
 
-def check(body: str, allowed_verbs: tuple[str, ...] | None = None) -> ElementTree.Element:
+def check(
+    body: str, allowed_verbs: tuple[str, ...] | None = None, loopback_ws: bool = False
+) -> ElementTree.Element:
     """Parse and check a document; TwimlRefused if Twilio would refuse it.
 
     `allowed_verbs` narrows the verbs for documents that are not a call's own (a queue's
-    waitUrl, a whisper).
+    waitUrl, a whisper); `loopback_ws` accepts <Stream url="ws://127.0.0.1..."> (see
+    `_wss_url`).
     """
+    token = _LOOPBACK_WS.set(loopback_ws)
+    try:
+        return _check(body, allowed_verbs)
+    finally:
+        _LOOPBACK_WS.reset(token)
+
+
+def _check(body: str, allowed_verbs: tuple[str, ...] | None) -> ElementTree.Element:
     root = parse(body)
     if root.tag != "Response":
         raise TwimlRefused(12100, f"the root element is <{root.tag}>, not <Response>")

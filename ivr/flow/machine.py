@@ -29,12 +29,16 @@ from ivr.flow.messages import (
     TwilioFallback,
 )
 from ivr.flow.state import (
+    CALLER_SPEECH_REASONS,
     CATEGORY_KEYS,
     CONNECT_STEPS,
     FINAL_STEP,
     INPUT_STEPS,
+    LISTEN_STEPS,
     MAX_POLLS,
     MAX_REPEATS,
+    MAX_SPEECH_TRIES,
+    MAX_STREAM_POLLS,
     MAX_TRIES,
     MIN_ANSWER_SECONDS,
     ORDER_NUMBER_LENGTH,
@@ -109,10 +113,15 @@ def _after_language(state: CallState) -> tuple:
 
 
 def start(
-    line: str, is_open: bool, speech_languages: tuple[str, ...] = ()
+    line: str, is_open: bool, speech_languages: tuple[str, ...] = (), speech_mode: str = "record"
 ) -> tuple[CallState, Turn]:
     """The first step of a new call."""
-    state = CallState(line=line, is_open=is_open, speech_languages=tuple(speech_languages))
+    state = CallState(
+        line=line,
+        is_open=is_open,
+        speech_languages=tuple(speech_languages),
+        speech_mode=speech_mode,
+    )
     if line == Line.INTERNATIONAL:
         return _go(state, Step.LANGUAGE)
     return _after_language(state)
@@ -121,7 +130,7 @@ def start(
 def advance(state: CallState, event: Event) -> tuple[CallState, Reply]:
     """The flow's single entry point: what happens when `event` arrives in `state`."""
     if isinstance(event, CallStarted):
-        return start(event.line, event.is_open, event.speech_languages)
+        return start(event.line, event.is_open, event.speech_languages, event.speech_mode)
     if isinstance(event, TicketReady):
         return _on_ticket_ready(state, event)
     if isinstance(event, TicketFound):
@@ -139,7 +148,7 @@ def advance(state: CallState, event: Event) -> tuple[CallState, Reply]:
             return state, current_step(state)
         return _on_recording(state, event)
     if isinstance(event, SpeechResult):
-        if state.step not in WAIT_STEPS:
+        if state.step not in WAIT_STEPS and not _listening(state):
             return state, current_step(state)
         return _on_speech_result(state, event)
     if isinstance(event, Keys):
@@ -217,7 +226,14 @@ def _on_closed_menu(state: CallState, digits: str) -> tuple:
     return _retry(state, "invalid_key")
 
 
+def _listening(state: CallState) -> bool:
+    """At a prompt that listens over Media Streams (a spoken result may arrive any time)."""
+    return state.streaming and state.recording is not None and state.step in LISTEN_STEPS
+
+
 def _on_order_number(state: CallState, digits: str) -> tuple:
+    if digits:
+        state = replace(state, recording=None)  # keys win: a late spoken result is ignored
     if len(digits) == ORDER_NUMBER_LENGTH and digits.isdigit():
         return _go(
             state,
@@ -226,6 +242,9 @@ def _on_order_number(state: CallState, digits: str) -> tuple:
             candidate_source="keypad",
             confirm_listened=False,
         )
+    if not digits and state.speech_allowed and state.streaming:
+        # Nothing typed yet: keep listening briefly (the caller may still be speaking).
+        return _go(state, Step.ORDER_WAIT, polls=0)
     if not digits and state.speech_allowed:
         # Nothing typed: the caller may be about to speak the number.
         return _go(state, Step.ORDER_SPEECH)
@@ -248,9 +267,13 @@ def _on_recording(state: CallState, event: Recorded | NothingRecorded) -> tuple:
 
 
 def _on_speech_result(state: CallState, event: SpeechResult) -> tuple:
-    if state.step == Step.CONFIRM_WAIT:
+    if state.step in (Step.CONFIRM_WAIT, Step.CONFIRM_ORDER):
         return _on_spoken_answer(state, event)
+    if not event.ready and state.step == Step.ORDER_NUMBER:
+        return state, present(state, state.step)  # still listening: nothing to do yet
     if not event.ready:
+        if state.streaming and state.polls + 1 >= MAX_STREAM_POLLS:
+            return _speech_failed(state, "order_not_heard")
         if state.polls + 1 >= MAX_POLLS:
             return _speech_failed(state, "order_not_recognised")
         new_state = replace(state, polls=state.polls + 1)
@@ -262,19 +285,30 @@ def _on_speech_result(state: CallState, event: SpeechResult) -> tuple:
             candidate_order=event.digits,
             candidate_source="speech",
             confirm_listened=False,
+            recording=None,
         )
+    if state.streaming and not _caused_by_caller(event.reason):
+        # The recogniser failed (worker crashed, servers down): the keypad, at once.
+        state = replace(state, speech_failures=max(state.speech_failures, MAX_SPEECH_TRIES - 1))
     return _speech_failed(state, "order_not_recognised")
+
+
+def _caused_by_caller(reason: str | None) -> bool:
+    return any((reason or "").startswith(known) for known in CALLER_SPEECH_REASONS)
 
 
 def _on_spoken_answer(state: CallState, event: SpeechResult) -> tuple:
     """The caller answered the read-back by voice: "да" = 1, "нет" = 2, anything else = retry."""
-    if not event.ready and state.polls + 1 < MAX_POLLS:
+    if not event.ready and state.step == Step.CONFIRM_ORDER:
+        return state, present(state, state.step)  # still listening: nothing to do yet
+    limit = MAX_STREAM_POLLS if state.streaming else MAX_POLLS
+    if not event.ready and state.polls + 1 < limit:
         new_state = replace(state, polls=state.polls + 1)
         return new_state, present(new_state, Step.CONFIRM_WAIT)
     back = replace(state, step=Step.CONFIRM_ORDER, recording=None, polls=0)
     if event.ready and event.ok and event.digits in ("1", "2"):
         return _on_confirm_order(back, event.digits)
-    return _retry(back, "invalid_answer")
+    return _retry(back, "invalid_answer" if event.ready else "no_input")
 
 
 def _speech_failed(state: CallState, reason: str) -> tuple:
@@ -301,6 +335,13 @@ def _order_failed(state: CallState, reason: str, extra: tuple[str, ...] = ()) ->
 
 
 def _on_confirm_order(state: CallState, digits: str) -> tuple:
+    if digits:
+        state = replace(state, recording=None)  # keys win over a late spoken answer
+    if not digits and can_say_yes_no(state) and state.streaming:
+        # Nothing typed yet: keep listening briefly for a "да" / "нет" still being said.
+        return _go(
+            state, Step.CONFIRM_WAIT, confirm_listened=True, polls=0, failures=state.failures
+        )
     if not digits and can_say_yes_no(state):
         # Nothing typed: listen once for a spoken "да" / "нет".
         return _go(state, Step.CONFIRM_SPEECH, confirm_listened=True, failures=state.failures)

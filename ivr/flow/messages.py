@@ -15,6 +15,7 @@ class CallStarted:
     line: str
     is_open: bool
     speech_languages: tuple[str, ...] = ()
+    speech_mode: str = "record"  # "stream": Media Streams at the prompt; "record": <Record>
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ class Turn:
     end: str = "wait"
     target: str | None = None
     record: Record | None = None
+    # Stream mode: listen to the caller (<Start><Stream>) for this purpose during the turn.
+    listen: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,12 @@ ORDER_NUMBER_LENGTH = 10
 MAX_REPEATS = 3
 MAX_SPEECH_TRIES = 2  # after two failed spoken numbers the caller uses the keypad only
 MAX_POLLS = 10  # "one moment" waits of about a second for a recognition result
+# Stream mode: after the <Gather> timed out with nothing typed, seconds (one poll each) the
+# IVR keeps listening for a spoken answer still being said before the keypad prompt.
+MAX_STREAM_POLLS = 3
+# Why a streamed utterance failed that the caller caused (another try may work); any other
+# reason is the recogniser's (worker crashed, servers down...): keypad at once.
+CALLER_SPEECH_REASONS = ("no_speech", "no_match", "silence", "not_yes_or_no", "not_an_order_number")
 # The shortest recording that can hold an answer, by purpose: a spoken order number takes
 # several seconds, a "да" about one. A recording ended by a key (the caller pressed '#')
 # that is shorter holds no answer: "nothing said", at once, without waiting for recognition.
@@ -46,6 +52,8 @@ INPUT_STEPS = (
 RECORD_STEPS = (Step.ORDER_SPEECH, Step.CONFIRM_SPEECH, Step.DESCRIPTION)
 # Steps at which the IVR waits, polling, for a background recognition result.
 WAIT_STEPS = (Step.ORDER_WAIT, Step.CONFIRM_WAIT)
+# Stream mode: keypad steps at which the caller may also speak (a <Start><Stream> runs).
+LISTEN_STEPS = (Step.ORDER_NUMBER, Step.CONFIRM_ORDER)
 # Steps after which the flow waits for Twilio to report how a <Dial>/<Enqueue> ended.
 CONNECT_STEPS = (Step.CONNECT, Step.QUEUE)
 FINAL_STEP = Step.ENDED
@@ -84,6 +92,7 @@ class CallState:
     confirm_listened: bool = False
     requeued: bool = False  # put back in the queue once after a queue error
     sms_offer: bool = False  # "press 1 for the ticket by SMS" is said at the ticket step
+    speech_mode: str = "record"  # "stream" (Media Streams) or "record" (<Record>)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (shallow: every field is a plain value, a tuple or a flat dict).
@@ -101,6 +110,11 @@ class CallState:
         if "speech_languages" in values:
             values["speech_languages"] = tuple(values["speech_languages"])
         return cls(**values)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether speech comes over Media Streams at the prompt (else a <Record> after it)."""
+        return self.speech_mode == "stream"
 
     @property
     def speech_allowed(self) -> bool:

@@ -31,6 +31,14 @@ def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Turn:
     if step == Step.CLOSED_MENU:
         return Turn(step, (*before, Say("closed_menu")), Gather(num_digits=1))
     if step == Step.ORDER_NUMBER:
+        if state.speech_allowed and state.streaming:
+            # Say it or type it, any time, also while the prompt plays.
+            return Turn(
+                step,
+                (*before, Say("order_prompt_stream")),
+                Gather(num_digits=ORDER_NUMBER_LENGTH, timeout=6),
+                listen=RecordingPurpose.ORDER_NUMBER,
+            )
         prompt = "order_prompt_speech" if state.speech_allowed else "order_prompt"
         return Turn(
             step,
@@ -46,6 +54,8 @@ def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Turn:
     if step == Step.CONFIRM_WAIT:
         return Turn(step, before, end="poll")
     if step == Step.ORDER_WAIT:
+        if state.streaming:  # still listening: the caller may be finishing the number
+            return Turn(step, before, end="poll")
         return Turn(step, (*before, Say("one_moment")) if state.polls == 0 else before, end="poll")
     if step == Step.DESCRIPTION:
         return Turn(
@@ -57,7 +67,10 @@ def present(state: CallState, step: str, before: tuple[Say, ...] = ()) -> Turn:
         key = "order_heard" if state.candidate_source == "speech" else "order_readback"
         readback = Say(key, _spoken_order(state.candidate_order or ""))
         menu = "confirm_menu_speech" if can_say_yes_no(state) else "confirm_menu"
-        return Turn(step, (*before, readback, Say(menu)), Gather(num_digits=1, timeout=4))
+        listen = RecordingPurpose.CONFIRM if can_say_yes_no(state) and state.streaming else None
+        return Turn(
+            step, (*before, readback, Say(menu)), Gather(num_digits=1, timeout=4), listen=listen
+        )
     if step == Step.CATEGORY:
         return Turn(step, (*before, Say("category_menu")), Gather(num_digits=1))
     if step == Step.TICKET_INFO:

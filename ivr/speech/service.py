@@ -224,29 +224,7 @@ class SpeechService:
             recognition = self.engine.recognise(
                 audio.samples, language, None, DECODE_TIMEOUT.get(purpose, 30.0)
             )
-        row = {
-            "mode": recognition.mode,
-            "model": recognition.model_name,
-            "text": recognition.text,
-            "confidence": round(recognition.confidence, 3),
-            "words": json.dumps([list(word) for word in recognition.words], ensure_ascii=False),
-            "audio_seconds": round(recognition.audio_seconds, 3),
-            "processing_seconds": round(recognition.processing_seconds, 3),
-            "ok": int(recognition.ok),
-            "reason": recognition.reason,
-        }
-        if purpose == ORDER_NUMBER and recognition.ok:
-            parsed = parse_order_number(recognition.text, language)
-            row["digits"] = parsed.digits
-            if not parsed.ok:
-                row.update(ok=0, reason=f"not_an_order_number: {parsed.reason}")
-        if purpose == CONFIRM and recognition.ok:
-            answer = parse_yes_no(recognition.text, language)
-            # Stored as the key it stands for: "1" yes, "2" no.
-            row["digits"] = {True: "1", False: "2"}.get(answer, "")
-            if answer is None:
-                row.update(ok=0, reason="not_yes_or_no")
-        return row
+        return recognition_row(recognition, purpose, language)
 
     def _grammar(self, purpose: str, language: str) -> list[str] | None:
         """Number words (or yes/no words) where the model takes a grammar; free otherwise."""
@@ -303,6 +281,33 @@ class SpeechService:
                     ticket_store.set_ticket_description(
                         db, call_sid, row["text"], row.get("confidence"), now
                     )
+
+
+def recognition_row(recognition: Any, purpose: str, language: str) -> dict[str, Any]:
+    """A Recognition as a `recognitions` row: order digits or yes/no read from the words."""
+    row = {
+        "mode": recognition.mode,
+        "model": recognition.model_name,
+        "text": recognition.text,
+        "confidence": round(recognition.confidence, 3),
+        "words": json.dumps([list(word) for word in recognition.words], ensure_ascii=False),
+        "audio_seconds": round(recognition.audio_seconds, 3),
+        "processing_seconds": round(recognition.processing_seconds, 3),
+        "ok": int(recognition.ok),
+        "reason": recognition.reason,
+    }
+    if purpose == ORDER_NUMBER and recognition.ok:
+        parsed = parse_order_number(recognition.text, language)
+        row["digits"] = parsed.digits
+        if not parsed.ok:
+            row.update(ok=0, reason=f"not_an_order_number: {parsed.reason}")
+    if purpose == CONFIRM and recognition.ok:
+        answer = parse_yes_no(recognition.text, language)
+        # Stored as the key it stands for: "1" yes, "2" no.
+        row["digits"] = {True: "1", False: "2"}.get(answer, "")
+        if answer is None:
+            row.update(ok=0, reason="not_yes_or_no")
+    return row
 
 
 def build_speech_service(settings: Settings, engine: Recogniser | None = None) -> SpeechService:

@@ -1,4 +1,4 @@
-"""Offline speech recognition with Vosk, decoded in worker processes (the only vosk import).
+"""Offline speech recognition with Vosk: the batch engine, decoding in worker processes.
 
 Kaldi runs in separate processes so that a crash inside it (vosk 0.3.45 segfaults on an
 empty grammar, aborts on some broken models) or a hung decode costs one utterance, never
@@ -16,450 +16,76 @@ Reasons a ``Recognition`` can carry when ``ok`` is False:
 - ``worker_crashed``: the worker process died (it was replaced);
 - ``decoder_error``: Vosk raised an exception (the worker lives on);
 - ``closed``: the engine was closed while the utterance waited.
+
+The pieces live beside it: ``recognition`` (results, model facts), ``decoding`` (the only
+vosk import), ``workers`` (the processes); this module keeps the batch engine and re-exports
+the names callers have always imported from here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import multiprocessing
 import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from pathlib import Path
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
+
+from ivr.speech.decoding import (
+    build_grammar,
+    check_vocabulary,
+    load_model,
+    unknown_word_token,
+)
+from ivr.speech.recognition import (
+    DEFAULT_SAMPLE_RATE,
+    UNKNOWN_WORD_TOKENS,
+    GrammarError,
+    ModelFacts,
+    Recognition,
+    Word,
+    model_facts,
+    model_graph,
+    model_name_of,
+    model_problem,
+    model_sample_rate,
+    normalise_grammar,
+    supports_runtime_grammar,
+)
+from ivr.speech.workers import (
+    DEFAULT_LOAD_TIMEOUT,
+    Worker,
+    WorkerCrashed,
+    WorkerTimeout,
+    spawn_ready_worker,
+)
+
+__all__ = [
+    "DEFAULT_LOAD_TIMEOUT",
+    "DEFAULT_SAMPLE_RATE",
+    "UNKNOWN_WORD_TOKENS",
+    "GrammarError",
+    "Recognition",
+    "SpeechEngine",
+    "Word",
+    "build_grammar",
+    "check_vocabulary",
+    "describe_model",
+    "load_model",
+    "model_graph",
+    "model_name_of",
+    "model_problem",
+    "model_sample_rate",
+    "normalise_grammar",
+    "supports_runtime_grammar",
+    "unknown_word_token",
+]
 
 logger = logging.getLogger("ivr.speech")
-
-DEFAULT_SAMPLE_RATE = 16000
-WORKER_NICENESS = 10
-# Unknown-word tokens, best first: most Vosk models call it "[unk]", the Korean small
-# model (and other Kaldi recipes) "<UNK>".
-UNKNOWN_WORD_TOKENS = ("[unk]", "<UNK>", "<unk>")
-# How much audio is fed to the decoder at a time.
-CHUNK_SECONDS = 0.25
-# Waiting for a worker to load its models: the big server models take minutes.
-DEFAULT_LOAD_TIMEOUT = 300.0
-
-
-class GrammarError(ValueError):
-    """A grammar the decoder cannot use (empty, or nothing of it in the vocabulary)."""
-
-
-class Word(NamedTuple):
-    """One recognised word: the word, its confidence 0..1, start and end in seconds."""
-
-    word: str
-    conf: float
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
-class Recognition:
-    """The outcome of decoding one utterance."""
-
-    text: str
-    words: tuple[Word, ...]
-    confidence: float
-    mode: str
-    model_name: str
-    processing_seconds: float
-    audio_seconds: float
-    ok: bool
-    reason: str | None = None
-    language: str = ""
-    dropped_words: tuple[str, ...] = field(default=())
-
-    @property
-    def real_time_factor(self) -> float:
-        """Processing time per second of audio (0 when there was no audio)."""
-        return self.processing_seconds / self.audio_seconds if self.audio_seconds else 0.0
-
-    @classmethod
-    def failure(
-        cls,
-        reason: str,
-        *,
-        language: str = "",
-        mode: str = "free",
-        model_name: str = "",
-        audio_seconds: float = 0.0,
-        processing_seconds: float = 0.0,
-        dropped_words: Sequence[str] = (),
-    ) -> Recognition:
-        """Build a result that recognised nothing, for the given reason."""
-        return cls(
-            text="",
-            words=(),
-            confidence=0.0,
-            mode=mode,
-            model_name=model_name,
-            processing_seconds=processing_seconds,
-            audio_seconds=audio_seconds,
-            ok=False,
-            reason=reason,
-            language=language,
-            dropped_words=tuple(dropped_words),
-        )
-
-
-# --- facts read from a model folder, without loading it -------------------------------
-
-
-def model_sample_rate(model_dir: str | os.PathLike[str]) -> int:
-    """Read the sample rate from ``<model>/conf/mfcc.conf`` (Kaldi's default: 16000)."""
-    conf = Path(model_dir) / "conf" / "mfcc.conf"
-    try:
-        lines = conf.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return DEFAULT_SAMPLE_RATE
-    for line in lines:
-        name, _, value = line.split("#", 1)[0].strip().partition("=")
-        if name == "--sample-frequency" and value.strip():
-            return int(float(value))
-    return DEFAULT_SAMPLE_RATE
-
-
-def model_graph(model_dir: str | os.PathLike[str]) -> str | None:
-    """Name the decoding graph: "HCLG" (static), "HCLr+Gr" (runtime grammars) or None."""
-    graph = Path(model_dir) / "graph"
-    # Vosk loads HCLG.fst when it exists, whatever else is there (model.cc).
-    if (graph / "HCLG.fst").is_file() or (Path(model_dir) / "HCLG.fst").is_file():
-        return "HCLG"
-    if (graph / "HCLr.fst").is_file() and (graph / "Gr.fst").is_file():
-        return "HCLr+Gr"
-    return None
-
-
-def supports_runtime_grammar(model_dir: str | os.PathLike[str]) -> bool:
-    """Tell whether Vosk can restrict this model to a grammar at run time."""
-    return model_graph(model_dir) == "HCLr+Gr"
-
-
-def model_name_of(model_dir: str | os.PathLike[str]) -> str:
-    """A readable model name: the folder name, or the package's for a folder called "model"."""
-    path = Path(model_dir).resolve()
-    return path.parent.name if path.name == "model" else path.name
-
-
-def model_problem(model_dir: str | os.PathLike[str]) -> str | None:
-    """Say what makes a folder unusable as a Vosk model, or None when it looks fine."""
-    path = Path(model_dir)
-    if not path.is_dir():
-        return f"model folder {path} does not exist"
-    for required in ("am/final.mdl", "conf/model.conf"):
-        if not (path / required).is_file():
-            return f"model folder {path} has no {required}"
-    if model_graph(path) is None:
-        return f"model folder {path} has no graph (HCLG.fst or HCLr.fst + Gr.fst)"
-    return None
-
-
-def normalise_grammar(grammar: Sequence[str]) -> list[str]:
-    """Tidy grammar phrases (trim, one space, no repeats) and refuse an empty grammar."""
-    if isinstance(grammar, str):
-        raise GrammarError("grammar must be a list of phrases, not one string")
-    phrases: list[str] = []
-    for phrase in grammar:
-        if not isinstance(phrase, str):
-            raise GrammarError(f"grammar phrases must be strings, got {phrase!r}")
-        tidy = " ".join(phrase.split())
-        if tidy and tidy not in UNKNOWN_WORD_TOKENS and tidy not in phrases:
-            phrases.append(tidy)
-    if not phrases:
-        # An empty JSON list crashes vosk 0.3.45 (segfault), so it never reaches Kaldi.
-        raise GrammarError("grammar must list at least one phrase")
-    return phrases
-
-
-# --- worker side: everything below that touches vosk runs inside a worker process -------
-
-_MODEL_CACHE: dict[str, Any] = {}
-_MODEL_CACHE_LOCK = threading.Lock()
-
-
-def _vosk() -> Any:
-    """Import vosk on first use, so the web process never loads Kaldi."""
-    import vosk
-
-    return vosk
-
-
-def load_model(model_dir: str | os.PathLike[str]) -> Any:
-    """Load a Vosk model once per process and keep it (workers call this, not requests)."""
-    key = str(Path(model_dir).resolve())
-    with _MODEL_CACHE_LOCK:
-        model = _MODEL_CACHE.get(key)
-        if model is None:
-            model = _vosk().Model(key)
-            _MODEL_CACHE[key] = model
-        return model
-
-
-def check_vocabulary(model: Any, words: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split words (or phrases, every word of which must be known) into present and missing."""
-    present: list[str] = []
-    missing: list[str] = []
-    for phrase in words:
-        tokens = phrase.split()
-        known = bool(tokens) and all(model.vosk_model_find_word(t) >= 0 for t in tokens)
-        (present if known else missing).append(phrase)
-    return present, missing
-
-
-def unknown_word_token(model: Any) -> str | None:
-    """Return the model's own unknown-word token ("[unk]", "<UNK>", ...), if it has one."""
-    for token in UNKNOWN_WORD_TOKENS:
-        if model.vosk_model_find_word(token) >= 0:
-            return token
-    return None
-
-
-def build_grammar(model: Any, grammar: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Return (phrases for Vosk, dropped phrases): known phrases plus the unknown-word token."""
-    phrases = normalise_grammar(grammar)
-    present, missing = check_vocabulary(model, phrases)
-    if missing:
-        logger.warning(
-            "grammar phrases missing from the model's vocabulary were dropped: %s",
-            ", ".join(missing),
-        )
-    if not present:
-        raise GrammarError(
-            "none of the grammar phrases is in the model's vocabulary "
-            f"(wrong language model?): {', '.join(missing)}"
-        )
-    token = unknown_word_token(model)
-    # Without an unknown-word path every sound is forced onto a grammar word.
-    return present + ([token] if token else []), missing
-
-
-def _decode(
-    model_dir: str, sample_rate: int, pcm: bytes, grammar: Sequence[str] | None
-) -> dict[str, Any]:
-    """Decode one utterance with a fresh recogniser; return plain data for the parent."""
-    vosk = _vosk()
-    started = time.perf_counter()
-    model = load_model(model_dir)
-    dropped: list[str] = []
-    mode = "free"
-    if grammar is not None and supports_runtime_grammar(model_dir):
-        try:
-            phrases, dropped = build_grammar(model, grammar)
-        except GrammarError as error:
-            return {
-                "reason": "grammar_out_of_vocabulary",
-                "error": str(error),
-                "mode": "grammar",
-                "dropped": list(grammar),
-            }
-        recogniser = vosk.KaldiRecognizer(
-            model, sample_rate, json.dumps(phrases, ensure_ascii=False)
-        )
-        mode = "grammar"
-    else:
-        recogniser = vosk.KaldiRecognizer(model, sample_rate)
-    recogniser.SetWords(True)
-    segments: list[str] = []
-    chunk = max(2, int(sample_rate * CHUNK_SECONDS) * 2)
-    for offset in range(0, len(pcm), chunk):
-        if recogniser.AcceptWaveform(pcm[offset : offset + chunk]):
-            # An endpoint closed a segment; its result is lost unless taken now.
-            segments.append(recogniser.Result())
-    segments.append(recogniser.FinalResult())
-    token = unknown_word_token(model)
-    words = []
-    for segment in segments:
-        for item in json.loads(segment).get("result", []):
-            word = "[unk]" if item["word"] == token else item["word"]
-            words.append(
-                (word, float(item.get("conf", 1.0)), float(item["start"]), float(item["end"]))
-            )
-    return {
-        "words": words,
-        "mode": mode,
-        "dropped": dropped,
-        "processing_seconds": time.perf_counter() - started,
-        "reason": None,
-    }
-
-
-def _describe(model_dir: str, words: Sequence[str]) -> dict[str, Any]:
-    """Check words against a loaded model's vocabulary (for the start-up check)."""
-    model = load_model(model_dir)
-    present, missing = check_vocabulary(model, [w for w in words if w.strip()])
-    return {"present": present, "missing": missing, "unknown_word_token": unknown_word_token(model)}
-
-
-def _worker_main(conn: Connection, model_dirs: dict[str, str], log_level: int) -> None:
-    """Run in a worker process: load the models, then answer requests until told to stop."""
-    # Ctrl-C belongs to the parent, which stops the workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Decoding yields the CPU to the web server: webhooks must stay fast under speech load.
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
-    # The parent logs dropped grammar words once, through its configured handlers; here
-    # they would repeat on stderr for every utterance.
-    logger.setLevel(logging.ERROR)
-    models: dict[str, dict[str, Any]] = {}
-    try:
-        _vosk().SetLogLevel(log_level)
-    except Exception as error:  # vosk missing or broken: report it, do not die
-        models = {lang: {"ok": False, "error": f"vosk unavailable: {error}"} for lang in model_dirs}
-    else:
-        for language, model_dir in model_dirs.items():
-            started = time.perf_counter()
-            try:
-                load_model(model_dir)
-            except Exception as error:
-                models[language] = {"ok": False, "error": str(error)}
-            else:
-                models[language] = {"ok": True, "load_seconds": time.perf_counter() - started}
-    conn.send(("ready", {"pid": os.getpid(), "models": models}))
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        kind, *args = message
-        try:
-            if kind == "recognise":
-                reply: tuple[str, Any] = ("result", _decode(*args))
-            elif kind == "describe":
-                reply = ("result", _describe(*args))
-            elif kind == "crash_for_test":
-                os.abort()  # test hook: die the way a Kaldi crash does
-            elif kind == "hang_for_test":
-                time.sleep(args[0])  # test hook: a decode that never ends
-                reply = ("result", {})
-            else:
-                reply = ("error", f"unknown request {kind!r}")
-        except Exception as error:
-            reply = ("error", f"{type(error).__name__}: {error}")
-        conn.send(reply)
-
-
-# --- parent side ----------------------------------------------------------------------
-
-
-class _WorkerCrashed(Exception):
-    """The worker process died."""
-
-
-class _WorkerTimeout(Exception):
-    """The worker did not answer in time."""
-
-
-class _Worker:
-    """One worker process and the pipe to it; used by one thread at a time."""
-
-    def __init__(self, context: Any, model_dirs: dict[str, str], log_level: int, name: str) -> None:
-        parent_end, child_end = context.Pipe()
-        self.process = context.Process(
-            target=_worker_main,
-            args=(child_end, model_dirs, log_level),
-            name=name,
-            daemon=True,
-        )
-        self.process.start()
-        # Only the child may hold its end, so the parent sees EOF when the child dies.
-        child_end.close()
-        self.conn: Connection = parent_end
-        self.models: dict[str, dict[str, Any]] = {}
-        self.started_at = time.monotonic()
-
-    @property
-    def pid(self) -> int | None:
-        """The worker's process id."""
-        return self.process.pid
-
-    def alive(self) -> bool:
-        """Tell whether the process is still running."""
-        return self.process.is_alive()
-
-    def _receive(self, timeout: float) -> tuple[str, Any]:
-        """Wait for the worker's next message, its death, or the timeout."""
-        ready = wait([self.conn, self.process.sentinel], timeout=max(0.0, timeout))
-        if not ready:
-            raise _WorkerTimeout
-        if self.conn in ready:
-            try:
-                return self.conn.recv()
-            except (EOFError, OSError):
-                raise _WorkerCrashed from None
-        raise _WorkerCrashed
-
-    def wait_ready(self, timeout: float) -> None:
-        """Wait until the worker has loaded its models."""
-        kind, payload = self._receive(timeout)
-        if kind != "ready":
-            raise _WorkerCrashed
-        self.models = payload["models"]
-
-    def call(self, message: tuple[Any, ...], timeout: float) -> tuple[str, Any]:
-        """Send one request and wait for its answer."""
-        try:
-            self.conn.send(message)
-        except (OSError, ValueError):
-            raise _WorkerCrashed from None
-        return self._receive(timeout)
-
-    def kill(self) -> None:
-        """End the process at once."""
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
-        self.conn.close()
-
-    def stop(self, grace: float = 2.0) -> None:
-        """Ask the process to exit, then kill it if it does not."""
-        try:
-            self.conn.send(None)
-        except (OSError, ValueError):
-            pass
-        self.process.join(grace)
-        self.kill()
-
-
-@dataclass(frozen=True)
-class _ModelFacts:
-    """What the parent knows about one configured model without loading it."""
-
-    language: str
-    model_dir: str
-    name: str
-    sample_rate: int
-    graph: str | None
-    problem: str | None
-
-    @property
-    def runtime_grammar(self) -> bool:
-        """Whether grammars can be set at run time."""
-        return self.graph == "HCLr+Gr"
-
-
-def _facts(language: str, model_dir: str | os.PathLike[str]) -> _ModelFacts:
-    """Collect the facts about one model folder."""
-    path = str(Path(model_dir).resolve())
-    return _ModelFacts(
-        language=language,
-        model_dir=path,
-        name=model_name_of(path),
-        sample_rate=model_sample_rate(path),
-        graph=model_graph(path),
-        problem=model_problem(path),
-    )
-
 
 _CLOSED = object()
 
@@ -486,7 +112,7 @@ class SpeechEngine:
         self._size = workers
         self._load_timeout = load_timeout
         self._log_level = log_level
-        self._facts = {lang: _facts(lang, directory) for lang, directory in models.items()}
+        self._facts = {lang: model_facts(lang, directory) for lang, directory in models.items()}
         for facts in self._facts.values():
             if facts.problem:
                 logger.error("speech model for %r unusable: %s", facts.language, facts.problem)
@@ -494,7 +120,7 @@ class SpeechEngine:
             lang: facts.model_dir for lang, facts in self._facts.items() if not facts.problem
         }
         self._lock = threading.Lock()
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
         self._idle: queue.Queue[Any] = queue.Queue()
         self._worker_models: dict[str, dict[str, Any]] = {}
         self._counters = {"started": 0, "crashes": 0, "timeouts": 0, "start_failures": 0}
@@ -523,39 +149,32 @@ class SpeechEngine:
 
     def _bring_up_worker(self) -> None:
         """Spawn a worker and wait for it, retrying with back-off if it dies while loading."""
-        delay = 1.0
-        while not self._closed:
-            worker = _Worker(self._context, self._model_dirs, self._log_level, "ivr-speech-worker")
-            try:
-                worker.wait_ready(self._load_timeout)
-            except (_WorkerCrashed, _WorkerTimeout) as error:
-                worker.kill()
-                with self._lock:
-                    self._counters["start_failures"] += 1
-                logger.error(
-                    "speech worker failed to start (%s); retrying in %.0f s",
-                    "crashed" if isinstance(error, _WorkerCrashed) else "timed out",
-                    delay,
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, 60.0)
-                continue
-            for language, status in worker.models.items():
-                if not status.get("ok"):
-                    logger.error(
-                        "speech model for %r failed to load: %s", language, status.get("error")
-                    )
-            with self._lock:
-                closed = self._closed
-                if not closed:
-                    self._workers.append(worker)
-                    self._worker_models = worker.models
-                    self._counters["started"] += 1
-            if closed:
-                worker.stop()
-            else:
-                self._idle.put(worker)
+        worker = spawn_ready_worker(
+            self._context,
+            self._model_dirs,
+            log_level=self._log_level,
+            name="ivr-speech-worker",
+            load_timeout=self._load_timeout,
+            is_closed=lambda: self._closed,
+            on_start_failure=self._count_start_failure,
+        )
+        if worker is None:
             return
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._workers.append(worker)
+                self._worker_models = worker.models
+                self._counters["started"] += 1
+        if closed:
+            worker.stop()
+        else:
+            self._idle.put(worker)
+
+    def _count_start_failure(self) -> None:
+        """Count a worker that died or hung while loading its models."""
+        with self._lock:
+            self._counters["start_failures"] += 1
 
     def wait_until_ready(self, timeout: float = DEFAULT_LOAD_TIMEOUT) -> bool:
         """Block until every worker has loaded its models (False on timeout)."""
@@ -701,7 +320,7 @@ class SpeechEngine:
             self._warned.add((language, key))
         logger.warning(text, *args)
 
-    def _take_worker(self, deadline: float) -> _Worker | None:
+    def _take_worker(self, deadline: float) -> Worker | None:
         """Take an idle, living worker, or None when none frees up before the deadline."""
         while True:
             try:
@@ -715,7 +334,7 @@ class SpeechEngine:
                 return worker
             self._replace(worker, "crashes")
 
-    def _replace(self, worker: _Worker, counter: str) -> None:
+    def _replace(self, worker: Worker, counter: str) -> None:
         """Kill a broken worker and start a fresh one in its place."""
         worker.kill()
         with self._lock:
@@ -745,10 +364,10 @@ class SpeechEngine:
             return fail("closed" if self._closed else "busy")
         try:
             kind, payload = worker.call(job.message, timeout)
-        except _WorkerCrashed:
+        except WorkerCrashed:
             self._replace(worker, "crashes")
             return fail("closed" if self._closed else "worker_crashed")
-        except _WorkerTimeout:
+        except WorkerTimeout:
             self._replace(worker, "timeouts")
             return fail("timeout")
         self._idle.put(worker)
@@ -760,7 +379,7 @@ class SpeechEngine:
     def _to_recognition(
         self,
         job: _Job,
-        facts: _ModelFacts | None,
+        facts: ModelFacts | None,
         payload: dict[str, Any],
         fail: Callable[..., Recognition],
     ) -> Recognition:
@@ -779,20 +398,13 @@ class SpeechEngine:
         if payload.get("reason") == "grammar_out_of_vocabulary":
             logger.error("speech grammar unusable for %r: %s", job.language, payload["error"])
             return fail("grammar_out_of_vocabulary", dropped)
-        words = tuple(Word(*item) for item in payload.get("words", ()))
-        heard = [w for w in words if w.word != "[unk]"]
-        reason = None if heard else ("no_match" if words else "no_speech")
-        return Recognition(
-            text=" ".join(w.word for w in words),
-            words=words,
-            confidence=sum(w.conf for w in words) / len(words) if words else 0.0,
+        return Recognition.from_words(
+            payload.get("words", ()),
+            language=job.language,
             mode=payload.get("mode", job.mode),
             model_name=name,
             processing_seconds=payload.get("processing_seconds", 0.0),
             audio_seconds=job.audio_seconds,
-            ok=reason is None,
-            reason=reason,
-            language=job.language,
             dropped_words=dropped,
         )
 
@@ -807,7 +419,7 @@ class _Job:
     mode: str
 
 
-def _failure_builder(job: _Job, facts: _ModelFacts | None) -> Callable[..., Recognition]:
+def _failure_builder(job: _Job, facts: ModelFacts | None) -> Callable[..., Recognition]:
     """Return a function building failed Recognitions for this job."""
 
     def fail(reason: str, dropped_words: Sequence[str] = ()) -> Recognition:
@@ -847,7 +459,7 @@ def describe_model(
     start_method: str = "spawn",
 ) -> dict[str, Any]:
     """Load a model in a throw-away worker and report rate, grammar support, missing words."""
-    facts = _facts(language, model_dir)
+    facts = model_facts(language, model_dir)
     words = list(number_words) if number_words is not None else _default_number_words(language)
     report: dict[str, Any] = {
         "language": language,
@@ -867,7 +479,7 @@ def describe_model(
     if facts.problem:
         logger.error("speech model for %r unusable: %s", language, facts.problem)
         return report
-    worker = _Worker(
+    worker = Worker(
         multiprocessing.get_context(start_method),
         {language: facts.model_dir},
         -1,
@@ -881,10 +493,10 @@ def describe_model(
             return report
         report["load_seconds"] = status["load_seconds"]
         kind, payload = worker.call(("describe", facts.model_dir, words or []), timeout)
-    except _WorkerCrashed:
+    except WorkerCrashed:
         report["error"] = "the worker died while loading the model"
         return report
-    except _WorkerTimeout:
+    except WorkerTimeout:
         report["error"] = f"the model did not load within {timeout:.0f} s"
         return report
     finally:

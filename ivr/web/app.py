@@ -23,6 +23,7 @@ from ivr.hours import Clock
 from ivr.logs import configure_logging
 from ivr.metrics import Metrics
 from ivr.prompts import load_prompts
+from ivr.speech.live import LiveSpeech
 from ivr.speech.service import build_speech_service
 from ivr.web import context
 from ivr.web.auth import configure_sessions
@@ -39,12 +40,14 @@ def create_app(
     config: Mapping[str, Any] | None = None,
     speech_engine: Any = None,
     twilio_api: Any = None,
+    streaming_recognizer: Any = None,
 ) -> Flask:
     """Build the app: settings, database, prompts, clock, speech, dispatcher, blueprints.
 
     `config` overrides settings by field name (tests); `speech_engine` replaces the Vosk
     engine the settings would build (tests script it); `twilio_api` replaces the REST
-    adapter (`ivr.twilio_api.TwilioApi`) the settings would build.
+    adapter (`ivr.twilio_api.TwilioApi`) the settings would build; `streaming_recognizer`
+    replaces the live recogniser the settings would build.
     """
     configure_logging()
     settings: Settings = load_settings().with_overrides(dict(config or {}))
@@ -64,15 +67,24 @@ def create_app(
     # The real time for security records and session lifetimes (IVR_NOW does not move it;
     # tests replace its source to let hours pass).
     app.extensions["ivr.wall_clock"] = Clock()
+    api = twilio_api if twilio_api is not None else build_twilio_api(settings)
+    live = _build_live_speech(app, settings, speech_engine, api, streaming_recognizer)
+    languages = speech.languages
+    if live is not None:
+        recognizer = live.recognizer
+
+        def languages() -> tuple[str, ...]:
+            return tuple(sorted(set(speech.languages()) | set(recognizer.available_languages())))
+
     app.extensions["ivr.desk"] = CallDesk(
         settings=settings,
         clock=Clock(fixed=settings.now),
         prompts=load_prompts(prompts_dir),
-        speech_languages=speech.languages,
+        speech_languages=languages,
+        speech_mode="stream" if live is not None else "record",
         wall_clock=app.extensions["ivr.wall_clock"],
     )
     init_db(app, settings)
-    api = twilio_api if twilio_api is not None else build_twilio_api(settings)
     dispatcher = Dispatcher(app.extensions["ivr.desk"], api)
     app.extensions["ivr.dispatcher"] = dispatcher
     dispatcher.start()  # the sweep: a restart strands no queued caller
@@ -105,6 +117,39 @@ def build_twilio_api(settings: Settings) -> Any:
         log.error("ivr.twilio_api is missing: queued callers will not be dispatched")
         return None
     return module.TwilioApi.from_settings(settings)
+
+
+def _build_live_speech(
+    app: Flask, settings: Settings, speech_engine: Any, twilio_api: Any, recognizer: Any
+) -> LiveSpeech | None:
+    """Stream mode's parts (live recogniser, REST adapter), or None for the Record path.
+
+    IVR_SPEECH_MODE decides; unset, stream when a model or vosk-server is configured (and
+    no scripted batch engine replaces Vosk, as in tests of the Record path).
+    """
+    configured = bool(settings.vosk_models or settings.vosk_server_urls)
+    mode = settings.speech_mode or (
+        "stream" if recognizer is not None or (configured and speech_engine is None) else "record"
+    )
+    if mode != "stream" or not (configured or recognizer is not None):
+        return None
+    if twilio_api is None:
+        try:
+            module = importlib.import_module("ivr.twilio_api")
+            twilio_api = module.TwilioApi.from_settings(settings)
+        except Exception:  # noqa: BLE001 - no REST adapter: speech still works, recorded
+            log.exception("no Twilio REST adapter: speech falls back to IVR_SPEECH_MODE=record")
+            return None
+    if recognizer is None:
+        from ivr.speech.streaming import build_streaming_recognizer
+
+        recognizer = build_streaming_recognizer(
+            dict(settings.vosk_models), settings.vosk_server_urls, workers=settings.speech_workers
+        )
+    secret = app.secret_key if isinstance(app.secret_key, bytes) else str(app.secret_key).encode()
+    live = LiveSpeech(settings, recognizer, twilio_api, secret)
+    app.extensions["ivr.live"] = live
+    return live
 
 
 class _PathPrefix:
@@ -180,4 +225,7 @@ def healthz():
         "speech": current_app.extensions["ivr.speech"].health(),
         "twilio_rest": current_app.extensions["ivr.dispatcher"].health(),
     }
+    live = current_app.extensions.get("ivr.live")
+    if live is not None:
+        body["live_speech"] = live.health()
     return jsonify(body), 200 if healthy else 503

@@ -9,6 +9,7 @@ webhook does to the call is the call service's (`ivr.calls`); this module is HTT
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
@@ -23,7 +24,15 @@ from werkzeug.exceptions import HTTPException
 
 from ivr import db as database
 from ivr import flow
-from ivr.calls import Answer, CallContext, Refused, UnknownCall, is_ascii_number, queue_name
+from ivr.calls import (
+    FINAL_CALL_STATUSES,
+    Answer,
+    CallContext,
+    Refused,
+    UnknownCall,
+    is_ascii_number,
+    queue_name,
+)
 from ivr.db import acd as acd_store
 from ivr.db import calls as call_store
 from ivr.db import core
@@ -81,6 +90,7 @@ CALL_FLOW_ENDPOINTS = (
     "voice.queue_ended",
     "voice.recorded",
     "voice.recognition_result",
+    "voice.spoken",
 )
 
 
@@ -96,7 +106,9 @@ def _signed_url() -> str:
     query = request.query_string.decode("latin-1")  # exactly as sent, not re-encoded
     suffix = request.path + (f"?{query}" if query else "")
     public = settings().public_url
-    return (public.rstrip("/") if public else request.root_url.rstrip("/")) + suffix
+    # scheme://host + the mount point, as request.root_url has it, without its IRI pass.
+    base = public.rstrip("/") if public else f"{request.scheme}://{request.host}{request.root_path}"
+    return base + suffix
 
 
 @bp.before_request
@@ -115,7 +127,13 @@ def check_signature() -> None:
         )
         abort(403)
     try:
-        valid = RequestValidator(token).validate(_signed_url(), request.form, signature)
+        validator, url = RequestValidator(token), _signed_url()
+        # The URL as Twilio signed it matches at the first try; only a miss pays for the
+        # validator's port variants (it computes up to three signatures).
+        expected = validator.compute_signature(url, request.form).encode()
+        valid = hmac.compare_digest(
+            expected, signature.encode("utf-8", "surrogateescape")
+        ) or validator.validate(url, request.form, signature)
     except ValueError:  # a Host header with a bad port: not a URL Twilio could have signed
         valid = False
     if not valid:
@@ -268,12 +286,44 @@ def public_prefix() -> str:
     return urllib.parse.urlsplit(settings().public_url).path.rstrip("/")
 
 
+def stream_url() -> str:
+    """Where Twilio opens the Media Stream: wss:// behind an https IVR_PUBLIC_URL (the proxy
+    maps it to IVR_MEDIA_STREAM_PORT), else ws:// straight to the media socket's port."""
+    live = current_app.extensions.get("ivr.live")
+    if live is None or live.stream_port is None:
+        return ""
+    public = urllib.parse.urlsplit(settings().public_url)
+    if public.scheme == "https":
+        return f"wss://{public.netloc}{public.path.rstrip('/')}{bp.url_prefix}/media"
+    host = (public.hostname if public.scheme else None) or request.host.rsplit(":", 1)[0]
+    return f"ws://{host}:{live.stream_port}{bp.url_prefix}/media"
+
+
+def _stream_links(answer: Answer) -> dict[str, Any]:
+    if not answer.turn.listen:
+        return {}
+    live = current_app.extensions.get("ivr.live")
+    url = stream_url()
+    if live is None or not url:
+        return {}
+    call_sid = request.form.get("CallSid", "")
+    return {
+        "stream_url": url,
+        "stream_name": f"{answer.turn.listen}-{answer.seq}",
+        "stream_parameters": (
+            ("seq", str(answer.seq)),
+            ("token", live.token(call_sid, answer.seq)),
+        ),
+    }
+
+
 def _links(answer: Answer) -> Links:
     step, language, seq = answer.state.step, answer.state.language, answer.seq
     purpose = answer.turn.record.purpose if answer.turn.record else ""
     # Twilio resolves these against the host: behind IVR_PUBLIC_URL's path they carry it.
     base = public_prefix() + bp.url_prefix
     return Links(
+        **_stream_links(answer),
         record_action=f"{base}/recorded/{step}?seq={seq}",
         recording_status=f"{base}/recording-status?purpose={purpose}&lang={language}",
         poll=f"{base}/result/{step}?seq={seq}",
@@ -480,6 +530,20 @@ def recognition_result(step: str) -> Response:
         "result",
         lambda context: context.speech_result(),
         {"poll": True},
+        expected_step=step,
+    )
+
+
+@bp.post("/spoken/<step>")
+def spoken(step: str) -> Response:
+    """A REST call update moved the call here: the streamed utterance has its result."""
+    call_sid, seq = _call_sid(), _seq()
+    return _continue_call(
+        call_sid,
+        seq,
+        "spoken",
+        lambda context: context.speech_result(),
+        {"spoken": True},
         expected_step=step,
     )
 
@@ -716,6 +780,9 @@ def call_status() -> Response:
         return ""
 
     _handle("status", call_sid, _status_seq(status), work)
+    live = current_app.extensions.get("ivr.live")
+    if live is not None and status in FINAL_CALL_STATUSES:
+        live.end_call(call_sid)  # a stream never outlives its call
     return Response(status=204)
 
 

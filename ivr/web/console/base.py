@@ -20,6 +20,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
+    abort,
     g,
     jsonify,
     redirect,
@@ -35,7 +36,7 @@ from ivr.db import audit as audit_store
 from ivr.db import sessions as session_store
 from ivr.hours import MOSCOW
 from ivr.logs import mask_phone
-from ivr.vocabulary import Line, Outcome, Role, TicketStatus, values
+from ivr.vocabulary import AuditAction, Line, Outcome, Role, TicketStatus, values
 from ivr.web import auth
 from ivr.web.console.formatting import (
     event_lines,
@@ -53,7 +54,12 @@ log = logging.getLogger("ivr.console")
 bp = Blueprint("console", __name__.rsplit(".", 1)[0], url_prefix="/console")
 
 PAGE_SIZE = 50
-MAX_PAGE = 100_000
+# Lists count matches this far and then say "10 000+"; their pages reach as far (older calls
+# are found by narrowing the dates), so no page costs more than counting 10 000 rows.
+COUNT_LIMIT = 10_000
+MAX_PAGE = COUNT_LIMIT // PAGE_SIZE
+MAX_AUDIT_PAGE = 100_000  # the audit trail has no filters: every page of it stays reachable
+MAX_ID = 2**31 - 1  # the largest operator id an argument may name
 MAX_SEARCH_LENGTH = 100
 LINES = values(Line)
 OUTCOMES = values(Outcome)
@@ -150,21 +156,43 @@ def safe_next(target: str | None) -> str:
     return url_for("console.dashboard")
 
 
-def page_arg() -> int:
-    """The page asked for (1 when absent or unusable)."""
-    text = request.args.get("page", "1")
-    return min(int(text), MAX_PAGE) if text.isdigit() and int(text) > 0 else 1
+def number_arg(name: str, low: int, high: int, default: int | None = None) -> int | None:
+    """The one parser of numeric query arguments: ASCII digits within [low, high].
+
+    Absent or empty gives `default`; anything else ('²', '-1', 5000 digits, out of range)
+    answers 400. (str.isdigit() alone lets superscripts through, which int() then refuses,
+    and Python refuses to convert strings of more than 4300 digits.)
+    """
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(high)) + 2):
+        abort(400)
+    value = int(text)
+    if not low <= value <= high:
+        abort(400)
+    return value
 
 
-def pager(page: int, total: int) -> dict[str, Any]:
-    """Where a page is among the pages of a list."""
-    pages = max(1, math.ceil(total / PAGE_SIZE))
+def page_arg(maximum: int = MAX_PAGE) -> int:
+    """The page asked for: 1 when absent; 400 unless 1..maximum."""
+    return number_arg("page", 1, maximum, default=1)
+
+
+def pager(page: int, total: int, limit: int | None = None) -> dict[str, Any]:
+    """Where a page is among the pages of a list; `total` past `limit` reads "10 000+"."""
+    capped = limit is not None and total > limit
+    pages = max(1, math.ceil((limit if capped else total) / PAGE_SIZE))
     return {
         "page": page,
         "pages": pages,
+        "pages_text": f"{pages}+" if capped else str(pages),
         "total": total,
+        "total_text": f"{limit:,}+".replace(",", " ") if capped else str(total),
+        "capped": capped,
         "has_prev": page > 1,
         "has_next": page < pages,
+        "last": page >= pages,
     }
 
 
@@ -187,6 +215,29 @@ def day_arg(name: str) -> date | None:
         return None
 
 
+def is_admin() -> bool:
+    """Whether the signed-in operator is an admin (a supervisor)."""
+    return bool(g.get("operator") and g.operator["role"] == Role.ADMIN)
+
+
+def audit_number_search(list_name: str, digits: str | None) -> None:
+    """An admin's search by more than the last four digits may match part of a caller's
+    number: the audit trail keeps that it happened, with the number masked."""
+    if digits and len(digits) > 4 and is_admin():
+        detail = {"list": list_name, "query": mask_phone(digits), "digits": len(digits)}
+        with audited(AuditAction.SEARCH_NUMBERS, None, detail):
+            pass
+
+
+def audited_filters(names: tuple[str, ...]) -> dict[str, str]:
+    """The filter arguments for an audit row: a number searched for is masked."""
+    found = filter_args(names)
+    digits, _ = search_arg()
+    if digits:
+        found["q"] = mask_phone(digits)
+    return found
+
+
 def search_arg() -> tuple[str | None, str | None]:
     """The search box's text -> (digits, words): '420-731-5890' is digits, anything else words."""
     text = request.args.get("q", "").strip()[:MAX_SEARCH_LENGTH]
@@ -198,12 +249,6 @@ def search_arg() -> tuple[str | None, str | None]:
     return None, text
 
 
-def int_arg(name: str) -> int | None:
-    """A whole-number argument, or None."""
-    text = request.args.get(name, "")
-    return int(text) if text.isdigit() and len(text) < 10 else None
-
-
 def choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
     """An argument that must be one of `choices`, or None."""
     value = request.args.get(name)
@@ -212,7 +257,7 @@ def choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
 
 def operator_arg() -> int | None:
     """The operator filter: "mine" means the signed-in operator."""
-    return g.operator["id"] if request.args.get("mine") else int_arg("operator")
+    return g.operator["id"] if request.args.get("mine") else number_arg("operator", 1, MAX_ID)
 
 
 # Access control --------------------------------------------------------------------------
@@ -267,6 +312,11 @@ def admin_required(view: Callable) -> Callable:
         return view(*args, **kwargs)
 
     return wrapped
+
+
+@bp.errorhandler(400)
+def _bad_request(_error):
+    return render_template("console/error.html", message=t("bad_request")), 400
 
 
 @bp.errorhandler(404)

@@ -34,15 +34,19 @@ from ivr.hours import in_moscow
 from ivr.logs import mask_phone
 from ivr.vocabulary import AuditAction, Role
 from ivr.web.console.base import (
+    COUNT_LIMIT,
     LINES,
     OUTCOMES,
     PAGE_SIZE,
     admin_required,
+    audit_number_search,
     audited,
+    audited_filters,
     bp,
     choice_arg,
     day_arg,
     filter_args,
+    is_admin,
     moscow_day_start,
     operator_arg,
     page_arg,
@@ -78,6 +82,7 @@ def _call_filters() -> search.CallFilters:
         category=choice_arg("category", CATEGORIES),
         digits=digits,
         text=words,
+        partial_numbers=is_admin(),
     )
 
 
@@ -86,13 +91,14 @@ def calls():
     """The call log: newest first, filtered, paginated."""
     db = get_db()
     filters = _call_filters()
+    audit_number_search("calls", filters.digits)
     page = page_arg()
-    total = search.count(db, filters)
+    total = search.count(db, filters, up_to=COUNT_LIMIT + 1)
     rows = search.search(db, filters, PAGE_SIZE, (page - 1) * PAGE_SIZE)
     return render_template(
         "console/calls.html",
         calls=rows,
-        pager=pager(page, total),
+        pager=pager(page, total, COUNT_LIMIT),
         args=filter_args(CALL_FILTER_ARGS),
         operators=roster_store.list_operators(db),
     )
@@ -103,7 +109,7 @@ def calls_csv():
     """The filtered call log as CSV (caller numbers masked; admins may ask for them whole)."""
     filters = _call_filters()
     reveal = bool(request.args.get("reveal")) and g.operator["role"] == Role.ADMIN
-    detail = {"filters": filter_args(CALL_FILTER_ARGS), "revealed_numbers": reveal}
+    detail = {"filters": audited_filters(CALL_FILTER_ARGS), "revealed_numbers": reveal}
     with audited(AuditAction.EXPORT_CALLS, None, detail):
         pass
 

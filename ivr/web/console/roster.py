@@ -14,6 +14,7 @@ from ivr.db.core import timestamp
 from ivr.operators import parse_languages, parse_shift, validate_endpoint
 from ivr.vocabulary import AuditAction, Role
 from ivr.web.console.base import (
+    MAX_AUDIT_PAGE,
     PAGE_SIZE,
     admin_required,
     audited,
@@ -197,7 +198,7 @@ def operator_active(operator_id: int):
 def audit():
     """Who viewed calls, revealed numbers, exported, changed tickets and the roster."""
     db = get_db()
-    page = page_arg()
+    page = page_arg(MAX_AUDIT_PAGE)
     return render_template(
         "console/audit.html",
         rows=audit_store.list_audit(db, PAGE_SIZE, (page - 1) * PAGE_SIZE),

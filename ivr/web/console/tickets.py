@@ -15,12 +15,15 @@ from ivr.db import tickets as ticket_store
 from ivr.tickets import may_change_ticket
 from ivr.vocabulary import AuditAction
 from ivr.web.console.base import (
+    COUNT_LIMIT,
     PAGE_SIZE,
     TICKET_STATUSES,
+    audit_number_search,
     audited,
     bp,
     choice_arg,
     filter_args,
+    is_admin,
     operator_arg,
     page_arg,
     pager,
@@ -46,13 +49,15 @@ def tickets():
         after_hours=True if request.args.get("callbacks") else None,
         digits=digits,
         text=words,
+        partial_numbers=is_admin(),
     )
+    audit_number_search("tickets", digits)
     page = page_arg()
-    total = search.count(db, filters)
+    total = search.count(db, filters, up_to=COUNT_LIMIT + 1)
     return render_template(
         "console/tickets.html",
         tickets=search.search(db, filters, PAGE_SIZE, (page - 1) * PAGE_SIZE),
-        pager=pager(page, total),
+        pager=pager(page, total, COUNT_LIMIT),
         args=filter_args(TICKET_FILTER_ARGS),
         operators=roster_store.list_operators(db),
     )
