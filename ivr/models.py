@@ -230,3 +230,51 @@ def fetch_model(
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# Speech on `make run` ----------------------------------------------------------------------
+
+# The models `make run` uses when they are in models/ (no variables needed), by language.
+DEFAULT_MODELS = {"ru": "vosk-model-small-ru-0.22", "en": "vosk-model-small-en-us-0.15"}
+
+
+def models_for_run(
+    models_dir: str | os.PathLike[str], environ: dict[str, str] | None = None
+) -> dict[str, Path]:
+    """The default model of each language found in models_dir, unless the environment
+    already chooses one (IVR_VOSK_MODEL_<LANG>): what `make run` adds to the environment."""
+    env = os.environ if environ is None else environ
+    found = {}
+    for language, name in DEFAULT_MODELS.items():
+        if env.get(f"IVR_VOSK_MODEL_{language.upper()}", "").strip():
+            continue
+        path = Path(models_dir) / name
+        if is_model_dir(path):
+            found[language] = path.resolve()
+    return found
+
+
+def ensure_default_model(
+    models_dir: str | os.PathLike[str],
+    progress: Progress | None = None,
+    opener: Opener = urllib.request.urlopen,
+    environ: dict[str, str] | None = None,
+    language: str = "ru",
+) -> tuple[bool, str]:
+    """Make sure `make run` has a model for `language`: already chosen, found in models_dir,
+    or fetched now (checked, unpacked atomically). Returns (speech on, one line saying so)."""
+    env = os.environ if environ is None else environ
+    chosen = env.get(f"IVR_VOSK_MODEL_{language.upper()}", "").strip()
+    if chosen:
+        return True, f"speech ({language}): IVR_VOSK_MODEL_{language.upper()}={chosen}"
+    name = DEFAULT_MODELS[language]
+    try:
+        path = fetch_model(name, models_dir, progress, opener, timeout=30.0)
+    except (ModelError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return False, (
+            f"speech is off, keypad only: {name} is not in {models_dir}/ and could not be "
+            f"downloaded ({reason}); to turn it on: `ivr models fetch {name}` when online, "
+            f"or set IVR_VOSK_MODEL_{language.upper()}=/path/to/a/vosk/model"
+        )
+    return True, f"speech ({language}): {path}"

@@ -6,6 +6,8 @@ import hashlib
 import io
 import re
 import threading
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,15 +16,18 @@ from pathlib import Path
 import pytest
 
 from ivr.models import (
+    DEFAULT_MODELS,
     ModelError,
     ModelInfo,
     ModelIntegrityError,
     UnknownModelError,
+    ensure_default_model,
     fetch_model,
     find_model,
     is_model_dir,
     list_models,
     load_catalog,
+    models_for_run,
 )
 
 NAME = "vosk-model-small-xx-0.1"
@@ -229,3 +234,38 @@ def test_fetch_refuses_non_http_urls(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="only http"):
         fetch_model(NAME, tmp_path, catalog=catalog_for("file:///etc/passwd"))
     assert list(tmp_path.iterdir()) == []
+
+
+# Speech on `make run` ------------------------------------------------------------------------
+
+
+def test_make_run_offline_says_in_one_line_that_speech_is_off(tmp_path: Path) -> None:
+    def offline(url, timeout):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    on, line = ensure_default_model(tmp_path / "models", opener=offline, environ={})
+    assert not on and "\n" not in line
+    assert line.startswith("speech is off, keypad only")
+    assert "ivr models fetch vosk-model-small-ru-0.22" in line and "IVR_VOSK_MODEL_RU" in line
+    assert models_for_run(tmp_path / "models", environ={}) == {}
+
+
+def test_make_run_online_fetches_the_small_russian_model_and_uses_it(
+    server: Server, tmp_path: Path
+) -> None:
+    name = DEFAULT_MODELS["ru"]
+    server.files["/ru.zip"] = build_zip(MODEL_FILES, top=name)
+    fetched: list[str] = []
+
+    def online(url, timeout):  # alphacephei.com, played by the loopback server
+        fetched.append(url)
+        return urllib.request.urlopen(server.url("/ru.zip"), timeout=timeout)
+
+    models_dir = tmp_path / "models"
+    on, line = ensure_default_model(models_dir, opener=online, environ={})
+    assert on and name in line
+    assert fetched == [f"https://alphacephei.com/vosk/models/{name}.zip"]
+    assert models_for_run(models_dir, environ={}) == {"ru": (models_dir / name).resolve()}
+    # Found the next time without downloading again; a chosen model wins over the folder.
+    assert ensure_default_model(models_dir, opener=online, environ={})[0] and len(fetched) == 1
+    assert models_for_run(models_dir, environ={"IVR_VOSK_MODEL_RU": "/srv/ru"}) == {}
