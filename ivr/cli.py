@@ -111,7 +111,12 @@ def serve(host: str, port: int, threads: int) -> None:
 
         media_port = app.extensions["ivr.settings"].media_stream_port
         try:
-            media_socket = MediaStreamServer(live, host, media_port)
+            media_socket = MediaStreamServer(
+                live,
+                host,
+                media_port,
+                max_speedup=app.extensions["ivr.settings"].media_max_speedup,
+            )
         except OSError as error:
             raise click.ClickException(
                 f"cannot listen for Media Streams on {host}:{media_port} "

@@ -77,6 +77,10 @@ class Settings:
     speech_mode: str = ""
     vosk_server_urls: tuple[str, ...] = ()
     media_stream_port: int = 8082
+    # How much faster than real time a Media Streams client may send audio (beyond a 2 s
+    # burst) before it counts as a flood; Twilio sends as spoken (1). The emulator's fast
+    # runs stream at 1/time_scale (IVR_MEDIA_MAX_SPEEDUP).
+    media_max_speedup: float = 1.0
 
     @property
     def opening_hours(self) -> OpeningHours:
@@ -217,6 +221,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if mode not in ("stream", "record"):
             raise ConfigError(f"IVR_SPEECH_MODE must be stream or record, got {mode!r}")
         values["speech_mode"] = mode
+    if env.get("IVR_MEDIA_MAX_SPEEDUP", "").strip():
+        try:
+            values["media_max_speedup"] = float(env["IVR_MEDIA_MAX_SPEEDUP"])
+        except ValueError:
+            raise ConfigError("IVR_MEDIA_MAX_SPEEDUP must be a number, e.g. 1 or 4") from None
+        if not 1 <= values["media_max_speedup"] <= 100:
+            raise ConfigError("IVR_MEDIA_MAX_SPEEDUP must be between 1 and 100")
     if env.get("IVR_VOSK_SERVER_URLS", "").strip():
         urls = tuple(u.strip() for u in env["IVR_VOSK_SERVER_URLS"].split(",") if u.strip())
         for url in urls:

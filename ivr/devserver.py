@@ -68,7 +68,9 @@ class LocalServer:
         self.media_socket = None
         live = self.app.extensions.get("ivr.live")
         if live is not None:  # stream mode: the Media Streams WebSocket on its own port
-            self.media_socket = MediaStreamServer(live, "127.0.0.1", 0)
+            # The emulator may stream faster than real time (its time_scale): allow it here.
+            speedup = max(10.0, self.app.extensions["ivr.settings"].media_max_speedup)
+            self.media_socket = MediaStreamServer(live, "127.0.0.1", 0, max_speedup=speedup)
             live.base_url = live.base_url or self.base_url
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -4,6 +4,7 @@ The fast tests script the recogniser (a Stream whose final result is given); the
 ones run the real Vosk decoder with the Korean model (the only one installable here).
 """
 
+import base64
 import json
 import os
 import threading
@@ -294,3 +295,36 @@ def test_streaming_call_through_the_real_decoder_end_to_end(tmp_path):
         assert recognition["audio_seconds"] > 3
     finally:
         server.close()
+
+
+def test_a_flood_of_frames_faster_than_real_time_is_closed_and_the_call_goes_on(scripted):
+    server, rest, recognizer = scripted
+    call = _call(server, rest).press("1")
+    seq = int(call.last_body.split('name="seq" value="')[1].split('"')[0])
+    token = call.last_body.split('name="token" value="')[1].split('"')[0]
+    frame = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of μ-law silence
+    with connect(_media_url(server)) as socket:
+        socket.send(_start_message(call.result.call_sid, seq, token))
+        with pytest.raises(Exception):  # noqa: B017 - the server closes the socket
+            for chunk in range(1, 1501):  # 30 s of audio sent at once
+                socket.send(
+                    json.dumps(
+                        {
+                            "event": "media",
+                            "sequenceNumber": str(chunk + 1),
+                            "media": {
+                                "track": "inbound",
+                                "chunk": str(chunk),
+                                "timestamp": str(chunk * 20),
+                                "payload": frame,
+                            },
+                            "streamSid": "MZ" + "1" * 32,
+                        }
+                    )
+                )
+            socket.recv(timeout=5)
+        assert socket.protocol.close_rcvd.code == 1008
+        assert "faster than real time" in socket.protocol.close_rcvd.reason
+    assert call.waiting_for == "Gather"  # keys still work
+    call.press(DIGITS)
+    assert DIGITS[:3] in call.result.transcript or "Вы ввели" in call.result.transcript

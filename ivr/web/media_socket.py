@@ -18,6 +18,7 @@ import binascii
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
@@ -33,6 +34,9 @@ POLICY_VIOLATION = 1008
 MAX_MESSAGE_BYTES = 16 * 1024  # a 20 ms frame is ~300 bytes of JSON
 MAX_PAYLOAD_BYTES = 1600  # 200 ms of μ-law: Twilio sends 20 ms
 IDLE_SECONDS = 30.0  # Twilio sends a frame every 20 ms while the call lasts
+MAX_STREAM_SECONDS = 15 * 60  # no prompt listens this long: a socket that never closes
+BURST_SECONDS = 2.0  # audio a client may be ahead of real time (network jitter)
+MULAW_BYTES_PER_SECOND = 8000
 MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 KNOWN_EVENTS = ("connected", "start", "media", "dtmf", "mark", "stop")
 
@@ -40,8 +44,13 @@ KNOWN_EVENTS = ("connected", "start", "media", "dtmf", "mark", "stop")
 class MediaStreamServer:
     """The WebSocket server on its own port and thread."""
 
-    def __init__(self, live: LiveSpeech, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, live: LiveSpeech, host: str = "127.0.0.1", port: int = 0, max_speedup: float = 1.0
+    ) -> None:
         self.live = live
+        # Twilio sends audio as it is spoken; a client faster than this (times real time,
+        # plus a burst) is flooding. The emulator may stream faster (IVR_MEDIA_MAX_SPEEDUP).
+        self.max_speedup = max_speedup
         self.server: Server = serve(
             self._handle, host, port, max_size=MAX_MESSAGE_BYTES, compression=None
         )
@@ -64,7 +73,7 @@ class MediaStreamServer:
         if not path.endswith(MEDIA_PATH):
             websocket.close(POLICY_VIOLATION, "not the media stream path")
             return
-        session = _Session(self.live, websocket)
+        session = _Session(self.live, websocket, self.max_speedup)
         try:
             session.run()
         except ConnectionClosed:
@@ -74,14 +83,20 @@ class MediaStreamServer:
 
 
 class _Session:
-    def __init__(self, live: LiveSpeech, websocket: ServerConnection) -> None:
+    def __init__(self, live: LiveSpeech, websocket: ServerConnection, max_speedup: float) -> None:
         self.live, self.websocket = live, websocket
         self.stream: LiveStream | None = None
         self.call_sid = ""
         self.last_chunk = 0
+        self.max_speedup = max_speedup
+        self.opened = time.monotonic()
+        self.started = 0.0  # when `start` came
+        self.audio_bytes = 0
 
     def run(self) -> None:
         while True:
+            if time.monotonic() - self.opened > MAX_STREAM_SECONDS:
+                return self.refuse("stream open longer than any prompt listens")
             try:
                 message = self.websocket.recv(timeout=IDLE_SECONDS)
             except TimeoutError:
@@ -135,6 +150,7 @@ class _Session:
         except Refusal as refusal:
             return self.refuse(str(refusal))
         self.stream.close_socket = self._close_from_elsewhere
+        self.started = time.monotonic()
         return True
 
     def media(self, data: dict[str, Any]) -> bool:
@@ -158,6 +174,10 @@ class _Session:
             audio = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             return self.refuse("media payload is not base64")
+        self.audio_bytes += len(audio)
+        allowed = BURST_SECONDS + (time.monotonic() - self.started) * self.max_speedup
+        if self.audio_bytes / MULAW_BYTES_PER_SECOND > allowed:
+            return self.refuse("media frames faster than real time")
         self.stream.feed(audio)
         return True
 
