@@ -12,7 +12,7 @@ from ivr.db import operators as roster_store
 from ivr.emulator import EmulatedCall, FlaskTransport
 from ivr.emulator.twiml_rules import WAIT_URL_VERBS, TwimlRefused, check
 from ivr.hours import parse_instant
-from ivr.web import voice
+from ivr.web import twilio_http
 from ivr.web.app import create_app
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -59,7 +59,7 @@ CHECKED_TWIML = {"documents": 0}
 def every_twiml_answer_passes_the_strict_table(monkeypatch):
     """Every TwiML document the service answers with, in every test, is one Twilio accepts
     (ivr.emulator.twiml_rules): a refused document fails the test that produced it."""
-    answer = voice._twiml
+    answer = twilio_http.twiml
     refused: list[str] = []
 
     def checked(body: str):
@@ -67,7 +67,7 @@ def every_twiml_answer_passes_the_strict_table(monkeypatch):
 
         if not body:  # a notification's (status, recording status) stored empty answer
             return answer(body)
-        waiting = request.endpoint in ("voice.queue_wait", "voice.queue_offer")
+        waiting = request.endpoint in ("operator_hooks.queue_wait", "operator_hooks.queue_offer")
         verbs = WAIT_URL_VERBS if waiting else None
         try:
             check(body, allowed_verbs=verbs, loopback_ws=True)
@@ -77,7 +77,7 @@ def every_twiml_answer_passes_the_strict_table(monkeypatch):
         CHECKED_TWIML["documents"] += 1
         return answer(body)
 
-    monkeypatch.setattr(voice, "_twiml", checked)
+    monkeypatch.setattr(twilio_http, "twiml", checked)
     yield
     assert not refused, "TwiML Twilio would refuse:\n" + "\n".join(refused)
 

@@ -2,18 +2,20 @@
 
 Used by the tests, `ivr call` and `ivr simulate` to drive whole calls offline. `http`
 carries the requests (real HTTP to a running server, or a Flask test client); `caller` is
-an inbound call's leg; `rest` is Twilio's REST API (calls placed to operators' and
-customers' phones, bridges with queued callers, messages); `media` serves recordings over
-real HTTP on loopback as Twilio's media host does; `twiml_rules` is what TwiML Twilio
-accepts, checked on every document.
+an inbound call's leg (with `queueing`: <Enqueue>, the waitUrl, bridges, REST updates;
+`recording`: <Record>; `results`: what the call heard); `rest` is Twilio's REST API (calls
+placed to operators' and customers' phones, bridges with queued callers, messages); `media`
+serves recordings over real HTTP on loopback as Twilio's media host does; `twiml_rules` is
+what TwiML Twilio accepts, checked on every document.
 The stand-in does only what Twilio's documentation says Twilio does, and never makes up a
 result the service did not cause.
 """
 
-from ivr.emulator.caller import CallResult, EmulatedCall, Heard, as_dict
+from ivr.emulator.caller import EmulatedCall
 from ivr.emulator.http import API_VERSION, FlaskTransport, HttpTransport, Transport, new_sid, sign
 from ivr.emulator.media import MediaServer, Recording, audio_duration, transcode
 from ivr.emulator.rest import Phone, QueueRegistry, TwilioStandIn
+from ivr.emulator.results import CallResult, Heard, as_dict
 from ivr.emulator.streams import EmulatedRest, MediaStream, mulaw_audio
 from ivr.emulator.twiml_rules import TwimlRefused, check, parse
 

@@ -29,6 +29,7 @@ from ivr.web import context
 from ivr.web.auth import configure_sessions
 from ivr.web.console import bp as console_blueprint
 from ivr.web.context import get_db
+from ivr.web.operator_hooks import bp as operator_hooks_blueprint
 from ivr.web.voice import bp as voice_blueprint
 
 log = logging.getLogger("ivr.app")
@@ -96,6 +97,7 @@ def create_app(
 
     app.register_blueprint(ops)
     app.register_blueprint(voice_blueprint)
+    app.register_blueprint(operator_hooks_blueprint)
     app.register_blueprint(console_blueprint)
     prefix = urllib.parse.urlsplit(settings.public_url).path.rstrip("/")
     if prefix:
@@ -157,7 +159,7 @@ class _PathPrefix:
 
     A request for /ivr/twilio/voice runs as /twilio/voice with SCRIPT_NAME /ivr; one the
     proxy already stripped (/twilio/voice) runs as it is. TwiML URLs carry the prefix
-    either way (ivr.web.voice), so Twilio resolves them to the public path.
+    either way (ivr.web.twilio_http), so Twilio resolves them to the public path.
     """
 
     def __init__(self, app: Any, prefix: str) -> None:
