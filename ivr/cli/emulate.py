@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 import click
@@ -289,7 +290,10 @@ def call(base_url, token, line, from_, at, media_port, twilio_port):
         media=media,
         account_sid=account_sid,
         twilio=stand_in,
-        loopback_streams=server is not None,
+        # Our own server on this machine (started here, or `make run`'s): its Media Streams
+        # socket is ws:// on loopback, which Twilio itself would never be given.
+        loopback_streams=server is not None
+        or urllib.parse.urlsplit(base_url).hostname in ("127.0.0.1", "localhost"),
     )
     shown = 0
     try:

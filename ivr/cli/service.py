@@ -187,3 +187,46 @@ def models_fetch(name: str, models_dir: str) -> None:
         except (ModelError, OSError) as error:
             raise click.ClickException(str(error)) from None
     click.echo(f"installed {name} in {path}; select it with IVR_VOSK_MODEL_<LANG>={path}")
+
+
+@models.command("ensure")
+@click.option(
+    "--dir",
+    "models_dir",
+    default="models",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where models are installed.",
+)
+def models_ensure(models_dir: str) -> None:
+    """For `make run`: the small Russian model, fetched when missing; one line either way.
+
+    Offline it says in one line that speech is off and how to turn it on, and exits 0:
+    the service still starts, keypad only.
+    """
+    from ivr.models import ensure_default_model
+
+    def progress(done: int, total: int | None) -> None:
+        if total:
+            click.echo(f"\rfetching the Russian speech model: {done * 100 // total}%", nl=False)
+
+    on, line = ensure_default_model(models_dir, progress)
+    click.echo(("\n" if on and "fetching" in line else "") + line)
+
+
+@models.command("env")
+@click.option(
+    "--dir",
+    "models_dir",
+    default="models",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where models are installed.",
+)
+def models_env(models_dir: str) -> None:
+    """For `make run`: `IVR_VOSK_MODEL_<LANG>=path` for each default model in the folder
+    (languages the environment already sets are left alone), one per line."""
+    from ivr.models import models_for_run
+
+    for language, path in models_for_run(models_dir).items():
+        click.echo(f"IVR_VOSK_MODEL_{language.upper()}={path}")
