@@ -747,6 +747,8 @@ class CallContext:
 def queue_name(call_sid: str) -> str:
     """The caller's own Twilio queue (friendly names may have 64 characters)."""
     return f"call-{call_sid}"
+
+
 def stream_recording_sid(call_sid: str, seq: int) -> str:
     """The recording (and recognition) name of the utterance streamed at (call, seq).
 

@@ -70,6 +70,8 @@ class LocalServer:
         if live is not None:  # stream mode: the Media Streams WebSocket on its own port
             self.media_socket = MediaStreamServer(live, "127.0.0.1", 0)
             live.base_url = live.base_url or self.base_url
+        dispatcher = self.app.extensions["ivr.dispatcher"]
+        dispatcher.base_url = dispatcher.base_url or self.base_url  # operators' legs' URLs
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 
