@@ -72,6 +72,8 @@ class LocalServer:
             speedup = max(10.0, self.app.extensions["ivr.settings"].media_max_speedup)
             self.media_socket = MediaStreamServer(live, "127.0.0.1", 0, max_speedup=speedup)
             live.base_url = live.base_url or self.base_url
+        dispatcher = self.app.extensions["ivr.dispatcher"]
+        dispatcher.base_url = dispatcher.base_url or self.base_url  # operators' legs' URLs
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 

@@ -149,6 +149,8 @@ class Dispatcher:
         self._connections = threading.local()
         self._pass_lock = threading.Lock()
         self._last_reconcile: datetime | None = None
+        # Where Twilio reaches this app when IVR_PUBLIC_URL is unset (a LocalServer's URL).
+        self.base_url = ""
 
     # Running ---------------------------------------------------------------------------
 
@@ -311,7 +313,7 @@ class Dispatcher:
     # Placing ---------------------------------------------------------------------------
 
     def _url(self, path: str) -> str:
-        base = self.settings.public_url.rstrip("/") or "http://localhost"
+        base = self.settings.public_url.rstrip("/") or self.base_url or "http://localhost"
         return base + path
 
     def _from_number(self, db: database.Database, leg: dict[str, Any]) -> str:

@@ -145,15 +145,28 @@ def run_scenario():
     """
     from ivr.call_log import call_record
     from ivr.devserver import LocalServer
-    from ivr.scenarios import Runner, load_scenario
+    from ivr.emulator import TwilioStandIn
+    from ivr.scenarios import Runner, load_scenario, server_overrides
 
     servers = []
 
     def run(path):
-        server = LocalServer()
+        scenario = load_scenario(path)
+        settings = server_overrides(scenario)
+        stand_in = None
+        if scenario.needs_twilio:
+            # As `ivr simulate` does: the service's REST requests go to the stand-in.
+            stand_in = TwilioStandIn()
+            servers.append(stand_in)
+            settings.update(
+                account_sid=stand_in.account_sid,
+                auth_token=stand_in.auth_token,
+                twilio_api_url=stand_in.base_url,
+            )
+        server = LocalServer(**settings)
         servers.append(server)
-        with Runner(server.base_url, server.auth_token, server.db_path) as runner:
-            report = runner.run(load_scenario(path))
+        with Runner(server.base_url, server.auth_token, server.db_path, twilio=stand_in) as runner:
+            report = runner.run(scenario)
         with database.connect(server.db_path) as db:
             calls = [call_record(row) for row in call_store.list_calls(db, limit=1000)]
         return report, calls

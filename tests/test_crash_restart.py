@@ -285,3 +285,66 @@ def test_requests_in_flight_at_sigkill_end_with_ticket_and_operator(server, mome
     assert fallbacks == fell_back
     print(f"{moment}: {len(fell_back)} of {len(in_flight)} requests cut off by SIGKILL")
     assert_consistent(server.db_path)
+
+
+def test_callers_waiting_in_the_queue_are_dispatched_after_sigkill(tmp_path):
+    """Callers wait in the queue (every operator away); the server is SIGKILLed; the
+    operators come back while it is down; after the restart the dispatcher's sweep rings
+    them through the REST stand-in and the stand-in's bridge takes every waiting caller."""
+    from ivr.emulator import TwilioStandIn
+
+    with TwilioStandIn(auth_token=AUTH_TOKEN, time_scale=0.05) as twilio:
+        twilio.default_phone = twilio.set_phone("+79990000001", answer_after=1, talk_seconds=4)
+        server = Server(tmp_path)
+        server.env.update(
+            IVR_TWILIO_ACCOUNT_SID=twilio.account_sid,
+            IVR_TWILIO_API_URL=twilio.base_url,
+            IVR_PUBLIC_URL=server.base,  # where the stand-in reaches the operators' legs
+            IVR_DISPATCH_INTERVAL="0.5",
+        )
+        presence = "UPDATE operators SET presence = ?"
+        with sqlite3.connect(server.db_path) as db:
+            db.execute(presence, ["away"])
+        server.start()
+        try:
+            callers = []
+            for index in range(3):
+                call = new_call(
+                    server,
+                    index,
+                    dial_status="no-answer",
+                    account_sid=twilio.account_sid,
+                    twilio=twilio,
+                )
+                call.start().press("0").silence()
+                assert call.in_queue, call.result.transcript
+                callers.append(call)
+            time.sleep(1.0)  # a few sweeps: nobody to ring
+            assert twilio.calls == {}
+            server.kill()
+            with sqlite3.connect(server.db_path) as db:
+                waiting = db.execute(
+                    "SELECT count(*) FROM queue_entries WHERE state = 'waiting'"
+                ).fetchone()[0]
+                db.execute(presence, ["available"])  # back while the server is down
+            assert waiting == 3
+            server.start()
+            results = {}
+            threads = [
+                threading.Thread(target=lambda c=c: results.update({c: c.wait_for_operator(20)}))
+                for c in callers
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert all(results.get(call) for call in callers), [
+                call.result.transcript for call in callers
+            ]
+            rung = {leg.to for leg in twilio.calls.values()}
+            assert len(rung) == 3  # three operators, one caller each
+            with sqlite3.connect(server.db_path) as db:
+                states = [row[0] for row in db.execute("SELECT state FROM queue_entries")]
+            assert states == ["bridged"] * 3
+        finally:
+            server.stop()

@@ -491,6 +491,9 @@ class EmulatedCall(QueuedCaller, RecordingCaller):
                 self._enqueue(verb)
                 return
             elif verb.tag == "Leave":
+                if self._queued is not None:  # the waitUrl's <Gather> action said <Leave>
+                    self._leave_queue("leave")
+                    return
                 continue  # outside a queue's waitUrl, <Leave> does nothing
             else:
                 self.result.errors.append(f"the emulator does not play <{verb.tag}> yet")

@@ -109,13 +109,30 @@ class QueuedCaller:
         except TwimlRefused as refused:
             self.result.errors.append(f"{refused} from the queue wait URL")
             return 1.0
-        length = sum(float(item.get("length", "1")) for item in document if item.tag == "Pause")
+        # A <Gather> waits its timeout for keys before the document goes on (the <Gather> page).
+        length = sum(
+            float(
+                item.get(
+                    "length" if item.tag == "Pause" else "timeout",
+                    "1" if item.tag == "Pause" else "5",
+                )
+            )
+            for item in document
+            if item.tag in ("Pause", "Gather")
+        )
         self._next_hold_round = time.monotonic() + max(HOLD_ROUND_MINIMUM, length * self.time_scale)
         for item in document:
             if self._queued is not verb:
                 break  # dequeued meanwhile
             if item.tag == "Say":
                 self.result.heard.append(Heard("queue", (item.text or "").strip()))
+            elif item.tag == "Gather":
+                # Keys typed on hold go to the <Gather>'s action (press()); its TwiML may <Leave>.
+                for child in item:
+                    if child.tag == "Say":
+                        self.result.heard.append(Heard("queue", (child.text or "").strip()))
+                self._waiting = item
+                break
             elif item.tag == "Leave":
                 self._leave_queue("leave")
                 break

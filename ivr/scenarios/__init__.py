@@ -19,7 +19,15 @@ The package: `files` (reading a scenario file), `running` (playing, checking, re
 `load` (load mode).
 """
 
-from ivr.scenarios.files import LINES, CallPlan, Scenario, ScenarioError, Step, load_scenario
+from ivr.scenarios.files import (
+    LINES,
+    CallPlan,
+    Scenario,
+    ScenarioError,
+    Step,
+    load_scenario,
+    server_overrides,
+)
 from ivr.scenarios.load import LoadReport, percentile, run_load
 from ivr.scenarios.running import (
     CallOutcome,
@@ -48,4 +56,5 @@ __all__ = [
     "percentile",
     "play_call",
     "run_load",
+    "server_overrides",
 ]

@@ -49,7 +49,7 @@ EXPECT_KEYS = {
     "not_hears",
 }
 # The top level only: the phones the REST stand-in rings, and its clock.
-PHONE_KEYS = {"operator", "customer", "time_scale"}
+PHONE_KEYS = {"operator", "customer", "time_scale", "server"}
 
 
 class ScenarioError(ValueError):
@@ -95,6 +95,9 @@ class Scenario:
     operators: dict[str, Phone] = field(default_factory=dict)  # endpoint -> phone
     customer: Phone | None = None  # the callers' own phones, when the service calls back
     time_scale: float = 1.0  # the stand-in's seconds (phones, operators' TwiML)
+    # IVR_* settings for an app started for this scenario (`[server]`), e.g. a short
+    # IVR_QUEUE_MAX_WAIT; a running server (--base-url) keeps its own.
+    server: dict[str, str] = field(default_factory=dict)
 
     @property
     def needs_twilio(self) -> bool:
@@ -220,7 +223,28 @@ def load_scenario(path: str | Path) -> Scenario:
         operators=operators,
         customer=customer,
         time_scale=time_scale,
+        server=_parse_server(data, path),
     )
+
+
+def server_overrides(scenario: Scenario) -> dict[str, Any]:
+    """The scenario's `[server]` settings as Settings fields (what differs from defaults)."""
+    from ivr.config import load_settings
+
+    if not scenario.server:
+        return {}
+    configured, default = load_settings(scenario.server), load_settings({})
+    return {
+        name: value for name, value in vars(configured).items() if value != getattr(default, name)
+    }
+
+
+def _parse_server(data: dict[str, Any], path: Path) -> dict[str, str]:
+    """The `[server]` table: IVR_* settings as the environment would give them."""
+    raw = data.get("server", {})
+    if not isinstance(raw, dict) or not all(str(key).startswith("IVR_") for key in raw):
+        raise ScenarioError(f"{path}: [server] is a table of IVR_* settings")
+    return {str(key): str(value) for key, value in raw.items()}
 
 
 def _parse_phones(data: dict[str, Any], path: Path) -> tuple[dict[str, Phone], Phone | None, float]:

@@ -148,4 +148,5 @@ def _for_load(scenario: Scenario, index: int) -> Scenario:
         scenario.operators,
         scenario.customer,
         scenario.time_scale,
+        scenario.server,
     )
