@@ -50,6 +50,9 @@ MAX_SMS_ATTEMPTS = 6
 SPEED_OF_ANSWER_WINDOW = timedelta(minutes=30)
 RECONCILE_EVERY = timedelta(seconds=60)
 FAILED_CALLBACK_RESULTS = ("busy", "no-answer", "failed", "canceled")
+# An operator whose phone just rang in vain (busy, no answer, failed) rests this long before
+# the dispatcher rings them again (for any caller): no ringing in a tight loop.
+RING_AGAIN_AFTER_SECONDS = 15
 
 OPERATOR_URL = "/twilio/operator/{leg}"
 OPERATOR_STATUS_URL = "/twilio/operator-status?leg={leg}"
@@ -250,7 +253,12 @@ class Dispatcher:
             }
             free = [
                 operator
-                for operator in map(operator_from_row, acd_store.free_operators(db))
+                for operator in map(
+                    operator_from_row,
+                    acd_store.free_operators(
+                        db, database.timestamp(now - timedelta(seconds=RING_AGAIN_AFTER_SECONDS))
+                    ),
+                )
                 if on_shift(operator, business_now)
             ]
             for caller in callers:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from conftest import AUTH_TOKEN, DEMO_OPERATORS, OPEN_NOW, add_operators
 
 from ivr import db as database
+from ivr import dispatch
 from ivr.db import acd as acd_store
 from ivr.dispatch import Dispatcher, estimate_wait_minutes, pick_operator
 from ivr.emulator import EmulatedCall, FlaskTransport
@@ -496,3 +497,22 @@ def test_ivr_operators_status_cli(db_path, monkeypatch):
         )
     assert runner.invoke(main, ["operators", "status", "nobody", "away"]).exit_code != 0
     assert runner.invoke(main, ["operators", "status", "1", "lunch"]).exit_code != 0
+
+
+def test_a_phone_that_rang_in_vain_rests_before_it_is_rung_again(acd_app, fake, db_path):
+    app = acd_app()
+    set_presence(db_path, 2, "away")  # one operator (Ivanova) to ring
+    queued_caller(app, dial_status="no-answer")
+    first = fake.calls[0]
+    signed_post(
+        app,
+        f"/twilio/operator-status?leg={leg_of(first)}",
+        {"CallSid": first["sid"], "CallStatus": "busy"},
+    )
+    dispatcher = app.extensions["ivr.dispatcher"]
+    dispatcher.run_once()
+    assert len(fake.calls) == 1  # not rung again at once, in a loop
+    later = datetime.now(UTC) + timedelta(seconds=dispatch.RING_AGAIN_AFTER_SECONDS + 1)
+    dispatcher.desk.wall_clock._source = lambda: later
+    dispatcher.run_once()
+    assert len(fake.calls) == 2 and fake.calls[1]["to"] == first["to"]

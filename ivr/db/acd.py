@@ -37,8 +37,10 @@ def operator_engaged(db: Database, operator_id: int) -> bool:
     return found is not None
 
 
-def free_operators(db: Database) -> list[dict[str, Any]]:
-    """Active, available operators with no live leg and no direct <Dial> under way.
+def free_operators(db: Database, rested_since: str | None = None) -> list[dict[str, Any]]:
+    """Active, available operators with no live leg and no direct <Dial> under way, and
+    (with `rested_since`) none whose phone went unanswered, busy or failed since then: a
+    phone that just rang in vain is not rung again at once for the next caller.
 
     Each row has `open_tickets`; shifts and languages are the caller's to check.
     """
@@ -58,8 +60,14 @@ def free_operators(db: Database) -> list[dict[str, Any]]:
                 SELECT 1 FROM calls c
                 WHERE c.operator_id = o.id AND c.outcome = 'connecting' AND c.ended_at IS NULL
               )
+              AND NOT EXISTS (
+                SELECT 1 FROM operator_legs l
+                WHERE l.operator_id = o.id AND l.state = 'ended' AND l.answered_at IS NULL
+                  AND l.result IN ('busy', 'no-answer', 'failed') AND l.ended_at > ?
+              )
             ORDER BY o.id
-            """  # noqa: S608
+            """,  # noqa: S608
+            [rested_since or ""],
         )
     )
 
