@@ -120,7 +120,14 @@ def simulate(
     """Run scenario files through the Twilio emulator; exit 1 if an expectation fails."""
     from ivr.devserver import LocalServer
     from ivr.emulator import as_dict
-    from ivr.scenarios import Runner, ScenarioError, format_report, load_scenario, run_load
+    from ivr.scenarios import (
+        Runner,
+        ScenarioError,
+        format_report,
+        load_scenario,
+        run_load,
+        server_overrides,
+    )
 
     try:
         loaded = [load_scenario(path) for path in scenarios]
@@ -160,7 +167,35 @@ def simulate(
                         click.echo(f"FAILED: {failure}")
                 failed = report.failed > 0
             else:
-                reports = [runner.run(scenario) for scenario in loaded]
+
+                def run_one(scenario):
+                    if not scenario.server:
+                        return runner.run(scenario)
+                    if server is None:
+                        click.echo(
+                            f"{scenario.name}: its [server] settings apply only to an IVR "
+                            "that ivr simulate starts itself; running it as the server is",
+                            err=True,
+                        )
+                        return runner.run(scenario)
+                    # Its own IVR with the scenario's settings, and the same stand-in.
+                    own = LocalServer(
+                        threads=8, **_app_settings_for(stand_in), **server_overrides(scenario)
+                    )
+                    try:
+                        with Runner(
+                            own.base_url,
+                            own.auth_token,
+                            own.db_path,
+                            account_sid=own.account_sid or account_sid,
+                            think_time=think,
+                            twilio=stand_in,
+                        ) as own_runner:
+                            return own_runner.run(scenario)
+                    finally:
+                        own.close()
+
+                reports = [run_one(scenario) for scenario in loaded]
                 if as_json:
                     click.echo(
                         json.dumps(
