@@ -113,13 +113,7 @@ def dev_token(path: str) -> None:
     click.echo(token_file.read_text().strip())
 
 
-@click.group()
-def models() -> None:
-    """Vosk speech models: the catalog and what is installed."""
-
-
-@models.command("list")
-@click.option(
+models_dir_option = click.option(
     "--dir",
     "models_dir",
     default="models",
@@ -127,6 +121,15 @@ def models() -> None:
     type=click.Path(file_okay=False),
     help="Where models are installed.",
 )
+
+
+@click.group()
+def models() -> None:
+    """Vosk speech models: the catalog and what is installed."""
+
+
+@models.command("list")
+@models_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_list(models_dir: str, as_json: bool) -> None:
     """Known models, which are installed, and which the settings select."""
@@ -190,14 +193,7 @@ def models_fetch(name: str, models_dir: str) -> None:
 
 
 @models.command("ensure")
-@click.option(
-    "--dir",
-    "models_dir",
-    default="models",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where models are installed.",
-)
+@models_dir_option
 def models_ensure(models_dir: str) -> None:
     """For `make run`: the small Russian model, fetched when missing; one line either way.
 
@@ -215,14 +211,7 @@ def models_ensure(models_dir: str) -> None:
 
 
 @models.command("env")
-@click.option(
-    "--dir",
-    "models_dir",
-    default="models",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where models are installed.",
-)
+@models_dir_option
 def models_env(models_dir: str) -> None:
     """For `make run`: `IVR_VOSK_MODEL_<LANG>=path` for each default model in the folder
     (languages the environment already sets are left alone), one per line."""
