@@ -498,20 +498,3 @@ class StreamingRecognizer(Protocol):
     def close(self) -> None:
         """Stop the back-end; open streams end as failed ("closed")."""
         ...
-
-
-def build_streaming_recognizer(
-    models: dict[str, str],
-    server_urls: Sequence[str] = (),
-    *,
-    workers: int = 2,
-    rules: EndpointRules | None = None,
-) -> StreamingRecognizer:
-    """The back-end the settings ask for: vosk-server URLs if any, else local workers."""
-    if server_urls:
-        from ivr.speech.stream_remote import RemoteStreamingRecognizer
-
-        return RemoteStreamingRecognizer(server_urls, languages=sorted(models) or None, rules=rules)
-    from ivr.speech.stream_local import LocalStreamingRecognizer
-
-    return LocalStreamingRecognizer(models, workers=workers, rules=rules)

@@ -143,7 +143,7 @@ def _build_live_speech(
             log.exception("no Twilio REST adapter: speech falls back to IVR_SPEECH_MODE=record")
             return None
     if recognizer is None:
-        from ivr.speech.streaming import build_streaming_recognizer
+        from ivr.speech.backends import build_streaming_recognizer
 
         recognizer = build_streaming_recognizer(
             dict(settings.vosk_models), settings.vosk_server_urls, workers=settings.speech_workers
