@@ -3,8 +3,9 @@
 Used by the tests, `ivr call` and `ivr simulate` to drive whole calls offline. `http`
 carries the requests (real HTTP to a running server, or a Flask test client); `caller` is
 an inbound call's leg (with `queueing`: <Enqueue>, the waitUrl, bridges, REST updates;
-`recording`: <Record>; `results`: what the call heard); `rest` is Twilio's REST API (calls
-placed to operators' and customers' phones, bridges with queued callers, messages); `media`
+`recording`: <Record>; `results`: what the call heard); `rest` is Twilio's REST API (with
+`legs`: calls placed to operators' and customers' phones, bridges with queued callers;
+`phones`: how each number answers; `queue_registry`: the queues; and messages); `media`
 serves recordings over real HTTP on loopback as Twilio's media host does; `twiml_rules` is
 what TwiML Twilio accepts, checked on every document.
 The stand-in does only what Twilio's documentation says Twilio does, and never makes up a
