@@ -16,38 +16,71 @@ available (each after its transaction commits), and a sweep every
 The same pass retries failed REST requests with back-off, sends the tickets' SMS, and now
 and then reconciles calls whose final status never arrived. Every time here is real
 elapsed time (the wall clock), never IVR_NOW's business clock.
+
+This module is the core (the pass, reserving, placing, the legs' life, health); the pure
+decisions are in `ivr.dispatch_rules`, and the SMS and the reconciliation are mixins of
+`Dispatcher` in `ivr.dispatch_sms` and `ivr.dispatch_reconcile`. Their names are
+importable from here as before.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ivr import db as database
-from ivr.calls import FINAL_CALL_STATUSES, CallDesk, is_ascii_number
+from ivr.calls import FINAL_CALL_STATUSES, CallDesk
 from ivr.db import acd as acd_store
 from ivr.db import audit as audit_store
 from ivr.db import calls as call_store
 from ivr.db import core
+from ivr.dispatch_reconcile import Reconciling
+from ivr.dispatch_rules import (
+    BACKOFF_SECONDS,
+    LEG_SID_PATTERN,
+    PLACING_LEASE,
+    SPEED_OF_ANSWER_WINDOW,
+    backoff,
+    estimate_wait_minutes,
+    line_number,
+    new_leg_sid,
+    pick_operator,
+)
+from ivr.dispatch_sms import MAX_SMS_ATTEMPTS, SMS_STATUS_URL, SmsSending
 from ivr.operators import Operator, on_shift, operator_from_row
-from ivr.vocabulary import AuditAction, EventKind, LegPurpose, LegState, Line, Step
+from ivr.vocabulary import AuditAction, EventKind, LegPurpose, LegState, Step
+
+# Names that lived here before the split, still importable from ivr.dispatch.
+__all__ = [
+    "BACKOFF_SECONDS",
+    "FAILED_CALLBACK_RESULTS",
+    "LEG_SID_PATTERN",
+    "MAX_SMS_ATTEMPTS",
+    "OPERATOR_STATUS_URL",
+    "OPERATOR_URL",
+    "PLACING_LEASE",
+    "RECONCILE_EVERY",
+    "RESERVATION_MARGIN",
+    "RING_AGAIN_AFTER_SECONDS",
+    "SMS_STATUS_URL",
+    "SPEED_OF_ANSWER_WINDOW",
+    "Dispatcher",
+    "RestHealth",
+    "TwilioRest",
+    "backoff",
+    "estimate_wait_minutes",
+    "line_number",
+    "new_leg_sid",
+    "pick_operator",
+]
 
 log = logging.getLogger("ivr.dispatch")
 
 # A reservation outlives the ring time by this much (placing the call, late callbacks).
 RESERVATION_MARGIN = timedelta(seconds=20)
-# One worker places a reserved leg; after a crash another may try once this has passed.
-PLACING_LEASE = timedelta(seconds=10)
-# Waits between retries of a failed REST request (then the last one again).
-BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
-MAX_SMS_ATTEMPTS = 6
-# The estimated wait counts callers answered in this window.
-SPEED_OF_ANSWER_WINDOW = timedelta(minutes=30)
 RECONCILE_EVERY = timedelta(seconds=60)
 FAILED_CALLBACK_RESULTS = ("busy", "no-answer", "failed", "canceled")
 # An operator whose phone just rang in vain (busy, no answer, failed) rests this long before
@@ -56,7 +89,6 @@ RING_AGAIN_AFTER_SECONDS = 15
 
 OPERATOR_URL = "/twilio/operator/{leg}"
 OPERATOR_STATUS_URL = "/twilio/operator-status?leg={leg}"
-SMS_STATUS_URL = "/twilio/sms-status"
 
 
 class TwilioRest(Protocol):
@@ -67,64 +99,6 @@ class TwilioRest(Protocol):
     def fetch_call(self, sid: str) -> dict: ...
 
     def send_message(self, **kwargs: Any) -> str: ...
-
-
-# Pure decisions ------------------------------------------------------------------------
-
-
-def pick_operator(
-    language: str,
-    preferred_id: int | None,
-    free: Iterable[Operator],
-    tried: dict[int, int],
-    languages_on_shift: set[str],
-) -> Operator | None:
-    """The operator to ring for a caller, or None.
-
-    Speakers of the caller's language only (anyone free when nobody on shift speaks it);
-    operators not yet rung in vain for this caller first, then the ticket's own operator,
-    then the fewest open tickets, then the lowest id.
-    """
-    candidates = [operator for operator in free if language in operator.languages]
-    if not candidates and language not in languages_on_shift:
-        candidates = list(free)
-    if not candidates:
-        return None
-    return min(
-        candidates,
-        key=lambda op: (tried.get(op.id, 0), op.id != preferred_id, op.open_tickets, op.id),
-    )
-
-
-def estimate_wait_minutes(
-    position: int, speed_of_answer: float | None, serving: int, waited: float
-) -> int | None:
-    """Whole minutes a caller at `position` may still wait, or None with no recent answers.
-
-    The recent average speed of answer is what the next caller waits; every `serving`
-    callers ahead add one more of it.
-    """
-    if speed_of_answer is None:
-        return None
-    turns = 1 + (position - 1) / max(1, serving)
-    seconds = max(30.0, speed_of_answer * turns - waited)
-    return max(1, round(seconds / 60))
-
-
-def backoff(attempt: int) -> timedelta:
-    """The wait before retry number `attempt` (1 = the first retry)."""
-    return timedelta(seconds=BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS)) - 1])
-
-
-def new_leg_sid() -> str:
-    """Our id of an operator's leg (Twilio's CallSid comes later): 'LG' + 32 hex digits."""
-    return "LG" + secrets.token_hex(16)
-
-
-LEG_SID_PATTERN = r"LG[0-9a-f]{32}"
-
-
-# The dispatcher ------------------------------------------------------------------------
 
 
 @dataclass
@@ -138,7 +112,7 @@ class RestHealth:
     last_at: str = ""
 
 
-class Dispatcher:
+class Dispatcher(SmsSending, Reconciling):
     """Reserves operators, places their legs, sends SMS, reconciles: one pass at a time."""
 
     def __init__(self, desk: CallDesk, api: TwilioRest | None) -> None:
@@ -534,170 +508,6 @@ class Dispatcher:
             {"leg": leg["sid"], "result": result},
         )
 
-    # SMS -------------------------------------------------------------------------------
-
-    def send_pending_sms(self, db: database.Database) -> int:
-        """Send the tickets' SMS that are due; retry failures with back-off. Returns sent."""
-        sent = 0
-        for message in acd_store.sms_to_send(db, self.now()):
-            now = self.now()
-            with database.write_transaction(db):
-                if not acd_store.claim_sms(db, message["ticket_number"], now, now + PLACING_LEASE):
-                    continue
-            attempt = message["attempts"] + 1
-            try:
-                message_sid = self.api.send_message(
-                    to=message["to_number"],
-                    from_=self.settings.sms_from,
-                    body=message["body"],
-                    status_callback=self._url(SMS_STATUS_URL),
-                )
-            except Exception as error:  # noqa: BLE001 - a failed SMS never stops anything else
-                self._sms_failed(db, message, attempt, error)
-                continue
-            with database.write_transaction(db):
-                acd_store.update_sms(
-                    db,
-                    message["ticket_number"],
-                    {
-                        "message_sid": message_sid,
-                        "status": "queued",
-                        "error": None,
-                        "updated_at": core.timestamp(self.now()),
-                    },
-                )
-                self._sms_event(db, message, {"status": "queued", "message_sid": message_sid})
-            sent += 1
-        return sent
-
-    def _sms_failed(
-        self, db: database.Database, message: dict[str, Any], attempt: int, error: Exception
-    ) -> None:
-        retryable = bool(getattr(error, "retryable", True))
-        give_up = not retryable or attempt >= MAX_SMS_ATTEMPTS
-        self._note_failure(message["call_sid"], error)
-        log.warning(
-            "sending the ticket's SMS failed: %s",
-            "giving up" if give_up else "retrying",
-            extra={
-                "call_sid": message["call_sid"],
-                "ticket_number": message["ticket_number"],
-                "error": str(error)[:200],
-                "attempt": attempt,
-            },
-        )
-        changes: dict[str, Any] = {
-            "error": str(error)[:200],
-            "updated_at": core.timestamp(self.now()),
-        }
-        if give_up:
-            changes["status"] = "failed"
-        else:
-            self.health_record.retries += 1
-            changes["next_attempt_at"] = core.timestamp(self.now() + backoff(attempt))
-        with database.write_transaction(db):
-            acd_store.update_sms(db, message["ticket_number"], changes)
-            if give_up:
-                self._sms_event(db, message, {"status": "failed", "error": str(error)[:200]})
-
-    def _sms_event(self, db: database.Database, message: dict[str, Any], detail: dict) -> None:
-        call_sid = message["call_sid"]
-        call_store.add_event(
-            db,
-            call_sid,
-            call_store.current_seq(db, call_sid),
-            self.desk.now(),
-            EventKind.SMS,
-            None,
-            {"ticket_number": message["ticket_number"], **detail},
-        )
-
-    def sms_status(self, db: database.Database, message_sid: str, status: str) -> bool:
-        """A message's status callback (inside the webhook's transaction); False if unknown."""
-        message = acd_store.sms_by_sid(db, message_sid)
-        if message is None:
-            return False
-        if message["status"] == status:
-            return True
-        acd_store.update_sms(
-            db,
-            message["ticket_number"],
-            {"status": status, "updated_at": core.timestamp(self.now())},
-        )
-        self._sms_event(db, message, {"status": status, "message_sid": message_sid})
-        if status in ("failed", "undelivered"):
-            log.warning(
-                "the ticket's SMS was not delivered",
-                extra={"call_sid": message["call_sid"], "ticket_number": message["ticket_number"]},
-            )
-        return True
-
-    # Reconciliation --------------------------------------------------------------------
-
-    def reconcile(self, db: database.Database) -> int:
-        """Ask Twilio for the final status of calls and legs whose end never reached us.
-
-        A status callback refused while the database was locked (Twilio does not retry
-        those) or simply lost leaves a call without an end: after
-        IVR_RECONCILE_AFTER_MINUTES the REST API says how it really ended.
-        """
-        age = timedelta(minutes=self.settings.reconcile_after_minutes)
-        fixed = 0
-        cutoff = core.timestamp(self.desk.clock.now() - age)
-        for call in acd_store.calls_without_end(db, cutoff):
-            fixed += self._reconcile_call(db, call["call_sid"])
-        for leg in acd_store.unfinished_legs(db, self.now() - age):
-            info = self._fetch(leg["call_sid"])
-            if info and info.get("status") in FINAL_CALL_STATUSES:
-                with database.write_transaction(db):
-                    current = acd_store.get_leg(db, leg["sid"])
-                    if current and current["state"] != LegState.ENDED:
-                        self.leg_status(db, current, leg["call_sid"], info["status"])
-                        fixed += 1
-        return fixed
-
-    def _fetch(self, call_sid: str) -> dict | None:
-        try:
-            return self.api.fetch_call(call_sid)
-        except Exception as error:  # noqa: BLE001 - tried again at the next reconciliation
-            self._note_failure(call_sid, error)
-            log.warning(
-                "fetching a call's status failed; trying again later",
-                extra={"call_sid": call_sid, "error": str(error)[:200]},
-            )
-            return None
-
-    def _reconcile_call(self, db: database.Database, call_sid: str) -> int:
-        info = self._fetch(call_sid)
-        status = (info or {}).get("status")
-        if status not in FINAL_CALL_STATUSES:
-            return 0
-        duration = str((info or {}).get("duration") or "")
-        with database.write_transaction(db):
-            call = call_store.get_call(db, call_sid)
-            if call is None or call["ended_at"]:
-                return 0
-            self.desk.call_status(
-                db,
-                call_sid,
-                status,
-                duration if is_ascii_number(duration) else "",
-                to_number=call["to_number"] or "",
-                from_number=call["from_number"] or "",
-                account_sid=call["account_sid"] or "",
-            )
-            call_store.add_event(
-                db,
-                call_sid,
-                call_store.current_seq(db, call_sid),
-                self.desk.now(),
-                EventKind.RECONCILED,
-                None,
-                {"status": status, "duration": duration},
-            )
-        log.info("call reconciled from the REST API", extra={"call_sid": call_sid})
-        return 1
-
     # Health ----------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -712,12 +522,3 @@ class Dispatcher:
             "last_error_call_sid": record.last_call_sid,
             "last_error_at": record.last_at,
         }
-
-
-def line_number(settings: Any, call: dict[str, Any] | None) -> str:
-    """The number callers reached (if an E.164 number), else the line's main number."""
-    if call and (call.get("to_number") or "").startswith("+"):
-        return call["to_number"]
-    if call and call.get("line") == Line.INTERNATIONAL:
-        return settings.international_number
-    return settings.domestic_number
