@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,36 @@ def test_in_memory_databases_touch_no_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     database.connect(":memory:").close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_making_an_open_database_private_keeps_this_process_s_locks(tmp_path):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it. If
+    the check on a database already open here opened one, another process closing its last
+    connection would think itself the last user and remove the WAL under our connection
+    ("disk I/O error", then "file is not a database")."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from ivr.db.core import make_private_files
+
+    path = tmp_path / "ivr.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = WAL")
+    holder.execute("PRAGMA wal_autocheckpoint = 0")
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("INSERT INTO t VALUES (1)")
+    make_private_files(path)  # e.g. another thread here opening its own connection
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('SELECT count(*) FROM t').fetchone(); c.close()",
+            str(path),
+        ],
+        check=True,
+        timeout=30,
+    )
+    assert Path(f"{path}-wal").exists()  # still ours: the other process was not the last
+    assert holder.execute("SELECT count(*) FROM t").fetchone() == (1,)

@@ -216,8 +216,9 @@ def test_a_broken_worker_fails_its_stream_and_is_replaced(lone, korean_mulaw, fa
         lone._hang_worker_for_test(stream, 600)
     for offset in range(len(korean_mulaw) // 3, len(korean_mulaw), FRAME):
         stream.feed_mulaw(korean_mulaw[offset : offset + FRAME])  # the caller goes on talking
-    result = stream.result(30)
-    assert result is not None and not result.ok and result.ended_by == "failed"
+    result = stream.result(90)  # generous: on a loaded machine the replacement is slow
+    assert result is not None, "no result in 90 s"
+    assert not result.ok and result.ended_by == "failed", (result.ended_by, result.recognition)
     assert result.recognition.reason == ("worker_crashed" if fault == "crash" else "timeout")
     assert lone.wait_until_ready(180)
     after = lone.health()["workers"]

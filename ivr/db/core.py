@@ -75,7 +75,13 @@ def make_private_files(path: Path) -> None:
     SQLite gives -wal and -shm the database file's mode, so creating that file 0600 before
     SQLite opens it covers the others; files left with looser modes are fixed and logged.
     """
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    # Never open (and close) a file descriptor on an existing database: closing any
+    # descriptor of a file drops every POSIX lock this process holds on it, including
+    # those of SQLite connections already open here -- other writers could then corrupt it.
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
     for suffix in DATABASE_SUFFIXES:
         file = Path(f"{path}{suffix}")
         try:
