@@ -214,15 +214,20 @@ def test_a_broken_worker_fails_its_stream_and_is_replaced(lone, korean_mulaw, fa
         lone._crash_worker_for_test(stream)
     else:
         lone._hang_worker_for_test(stream, 600)
-    for offset in range(len(korean_mulaw) // 3, len(korean_mulaw), FRAME):
-        stream.feed_mulaw(korean_mulaw[offset : offset + FRAME])  # the caller goes on talking
     result = stream.result(90)  # generous: on a loaded machine the replacement is slow
     assert result is not None, "no result in 90 s"
     assert not result.ok and result.ended_by == "failed", (result.ended_by, result.recognition)
+    for offset in range(len(korean_mulaw) // 3, len(korean_mulaw), FRAME):
+        stream.feed_mulaw(korean_mulaw[offset : offset + FRAME])  # the caller goes on talking
+    assert stream.result(1) is result  # a failed stream stays failed, whatever comes after
     assert result.recognition.reason == ("worker_crashed" if fault == "crash" else "timeout")
+    counter = "crashes" if fault == "crash" else "timeouts"
+    # The stream fails first; the pool counts the death and starts a new worker just after.
+    deadline = time.monotonic() + 60
+    while lone.health()["workers"][counter] == before[counter] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert lone.wait_until_ready(180)
     after = lone.health()["workers"]
-    counter = "crashes" if fault == "crash" else "timeouts"
     assert after[counter] == before[counter] + 1 and after["pids"] != before["pids"]
     with lone.open_stream("CA2", "ko", KOREAN_DIGITS) as again:
         assert stream_audio(again, korean_mulaw, real_time=False).ok
