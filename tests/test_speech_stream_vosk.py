@@ -168,8 +168,9 @@ def test_trailing_silence_rule_decides_the_dead_air(local, korean_mulaw):
             result = stream_audio(stream, korean_mulaw, real_time=True)
         assert result.ended_by == "silence", result  # free mode: Vosk's endpoint stays quiet
         latencies[silence] = result.timings.end_of_speech_to_final
-    assert 0.6 <= latencies[0.6] < 1.0
-    assert 1.0 <= latencies[1.0] < 1.5
+    # The rule holds the end for its silence (lower bounds); how much more it takes is a
+    # speed figure, measured by tests/bench/bench_speech_stream*.py, not asserted here.
+    assert latencies[0.6] >= 0.6 and latencies[1.0] >= 1.0
 
 
 def test_no_speech_is_a_clean_failure(local):
