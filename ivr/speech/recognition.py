@@ -209,3 +209,32 @@ def model_facts(language: str, model_dir: str | os.PathLike[str]) -> ModelFacts:
         graph=model_graph(path),
         problem=model_problem(path),
     )
+
+
+class ModelsInWorkers:
+    """What an engine whose workers load the models says about them (batch or streaming).
+
+    Expects `_lock`, `_model_dirs` (language -> folder), `_facts` (language -> ModelFacts)
+    and `_worker_models` (language -> the workers' load report).
+    """
+
+    _lock: Any
+    _model_dirs: dict[str, str]
+    _facts: dict[str, ModelFacts]
+    _worker_models: dict[str, dict[str, Any]]
+
+    def available_languages(self) -> list[str]:
+        """Languages with a usable model (a failed load in the workers counts as unusable)."""
+        with self._lock:
+            loaded = dict(self._worker_models)
+        return sorted(
+            lang for lang in self._model_dirs if lang not in loaded or loaded[lang].get("ok", False)
+        )
+
+    def sample_rate(self, language: str) -> int:
+        """The model's rate: PCM for this language must have it (streams resample to it)."""
+        return self._facts[language].sample_rate
+
+    def supports_grammar(self, language: str) -> bool:
+        """Whether this language's model can be restricted to a grammar."""
+        return self._facts[language].runtime_grammar

@@ -21,7 +21,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ivr.speech.recognition import ModelFacts, Word, model_facts, normalise_grammar
+from ivr.speech.recognition import (
+    ModelFacts,
+    ModelsInWorkers,
+    Word,
+    model_facts,
+    normalise_grammar,
+)
 from ivr.speech.streaming import EndpointRules, EventHandler, Stream
 from ivr.speech.workers import DEFAULT_LOAD_TIMEOUT, Worker, spawn_ready_worker
 
@@ -224,7 +230,7 @@ def _merge_audio(batch: list[Any]) -> list[Any]:
     return merged
 
 
-class LocalStreamingRecognizer:
+class LocalStreamingRecognizer(ModelsInWorkers):
     """Streaming recognition in local worker processes (the default back-end)."""
 
     def __init__(
@@ -309,22 +315,6 @@ class LocalStreamingRecognizer:
         with self._lock:
             self._counters["opened"] += 1
         return stream
-
-    def available_languages(self) -> list[str]:
-        """Languages with a usable model."""
-        with self._lock:
-            loaded = dict(self._worker_models)
-        return sorted(
-            lang for lang in self._model_dirs if lang not in loaded or loaded[lang].get("ok", False)
-        )
-
-    def sample_rate(self, language: str) -> int:
-        """The model's rate, which the stream resamples to."""
-        return self._facts[language].sample_rate
-
-    def supports_grammar(self, language: str) -> bool:
-        """Whether this language's model can be restricted to a grammar."""
-        return self._facts[language].runtime_grammar
 
     def wait_until_ready(self, timeout: float = DEFAULT_LOAD_TIMEOUT) -> bool:
         """Block until every worker has loaded its models (False on timeout)."""

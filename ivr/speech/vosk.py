@@ -46,6 +46,7 @@ from ivr.speech.recognition import (
     UNKNOWN_WORD_TOKENS,
     GrammarError,
     ModelFacts,
+    ModelsInWorkers,
     Recognition,
     Word,
     model_facts,
@@ -90,7 +91,7 @@ logger = logging.getLogger("ivr.speech")
 _CLOSED = object()
 
 
-class SpeechEngine:
+class SpeechEngine(ModelsInWorkers):
     """A pool of Vosk worker processes serving utterances in any configured language."""
 
     def __init__(
@@ -200,22 +201,6 @@ class SpeechEngine:
         self._threads.shutdown(wait=True)
 
     # -- what the engine offers --
-
-    def available_languages(self) -> list[str]:
-        """Languages with a usable model (a failed load in the workers counts as unusable)."""
-        with self._lock:
-            loaded = dict(self._worker_models)
-        return sorted(
-            lang for lang in self._model_dirs if lang not in loaded or loaded[lang].get("ok", False)
-        )
-
-    def sample_rate(self, language: str) -> int:
-        """The sample rate PCM for this language must have."""
-        return self._facts[language].sample_rate
-
-    def supports_grammar(self, language: str) -> bool:
-        """Whether this language's model can be restricted to a grammar."""
-        return self._facts[language].runtime_grammar
 
     def health(self) -> dict[str, Any]:
         """Report the workers and models, for /healthz."""
