@@ -9,7 +9,9 @@ import sys
 from datetime import UTC, datetime
 
 _PHONE = re.compile(r"\+?\d[\d\s()-]{5,}\d")
-_STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_MASKED = frozenset(("from_number", "to_number"))
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # json.dumps builds one per call
 
 
 def mask_phone(number: str | None) -> str:
@@ -37,10 +39,10 @@ class JsonFormatter(logging.Formatter):
         }
         for name, value in vars(record).items():
             if name not in _STANDARD_ATTRIBUTES and not name.startswith("_"):
-                entry[name] = mask_phone(value) if name in ("from_number", "to_number") else value
+                entry[name] = mask_phone(value) if name in _MASKED else value
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return _ENCODER.encode(entry)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -48,6 +50,12 @@ def configure_logging(level: str = "INFO") -> None:
     logger = logging.getLogger("ivr")
     if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         return
+    # The JSON lines carry no source file, line, thread or process: don't gather them for
+    # every record (the logging HOWTO's "Optimization"; a webhook logs one line).
+    logging._srcfile = None  # noqa: SLF001 - the documented switch for findCaller
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)

@@ -17,7 +17,7 @@ from typing import Any
 from ivr import flow
 from ivr.calls.effects import TicketEffects
 from ivr.calls.identifiers import is_ascii_number, queue_name, stream_recording_sid
-from ivr.db import Database, timestamp
+from ivr.db import Database, json_text, timestamp
 from ivr.db import acd as acd_store
 from ivr.db import calls as call_store
 from ivr.db import speech as speech_store
@@ -208,7 +208,7 @@ class CallContext(TicketEffects):
         changes = {
             "seq": self.seq,
             "step": state.step,
-            "state": json.dumps(state.to_dict(), ensure_ascii=False),
+            "state": json_text(state.to_dict()),
             "language": state.language,
             # An outcome the status callback set (the caller hung up) is kept.
             "outcome": state.outcome or self.call.get("outcome"),

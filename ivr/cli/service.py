@@ -61,6 +61,8 @@ def serve(host: str, port: int, threads: int) -> None:
         # Oversized bodies get 413 from the headers alone, before waitress buffers them.
         max_request_body_size=app.extensions["ivr.settings"].max_request_bytes,
     )
+    checkpointer = app.extensions["ivr.checkpointer"]
+    checkpointer.start()  # before the first request opens its connection
     media_socket = None
     live = app.extensions.get("ivr.live")
     if live is not None:  # stream mode: the Media Streams WebSocket on its own port
@@ -91,6 +93,7 @@ def serve(host: str, port: int, threads: int) -> None:
             live.close()
         app.extensions["ivr.speech"].close()
         app.extensions["ivr.dispatcher"].close()
+        checkpointer.close()
 
 
 @click.command("dev-token")

@@ -8,13 +8,26 @@ and `audit` (audit trail, sign-in attempts). Plain SQL throughout, so a move to 
 database stays inside this package; see `core` for where sqlite-utils is used and why.
 """
 
-from ivr.db.core import Database, connect, timestamp, write_transaction
+from ivr.db.core import (
+    AUTOCHECKPOINT_PAGES,
+    AUTOCHECKPOINT_PAGES_WITH_CHECKPOINTER,
+    Checkpointer,
+    Database,
+    connect,
+    json_text,
+    timestamp,
+    write_transaction,
+)
 from ivr.db.migrations import MIGRATIONS, migrate, schema_version
 
 __all__ = [
+    "AUTOCHECKPOINT_PAGES",
+    "AUTOCHECKPOINT_PAGES_WITH_CHECKPOINTER",
     "MIGRATIONS",
+    "Checkpointer",
     "Database",
     "connect",
+    "json_text",
     "migrate",
     "schema_version",
     "timestamp",

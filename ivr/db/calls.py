@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ivr.db import core
-from ivr.db.core import Database, timestamp
+from ivr.db.core import Database, json_text, timestamp
 
 
 def get_call(db: Database, call_sid: str) -> dict[str, Any] | None:
@@ -53,7 +53,7 @@ def add_events(
 ) -> None:
     """Append (seq, kind, step, detail) entries to a call's timeline in one statement."""
     values = [
-        (call_sid, seq, timestamp(at), kind, step, json.dumps(detail or {}, ensure_ascii=False))
+        (call_sid, seq, timestamp(at), kind, step, json_text(detail or {}))
         for seq, kind, step, detail in entries
     ]
     if not values:

@@ -14,7 +14,8 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, session
+from flask import Flask, Request, session
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 
 from ivr.config import Settings
 from ivr.db.core import make_private_folder
@@ -77,6 +78,25 @@ def configure_sessions(app: Flask, settings: Settings) -> None:
         # A cookie is only sent again when the session changes, not renewed on every use.
         SESSION_REFRESH_EACH_REQUEST=False,
     )
+    app.session_interface = ConsoleSessions()
+
+
+class ConsoleSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building the signer for a request with no cookie.
+
+    Flask builds the cookie's signer (a key derivation) for every request before it looks
+    for the cookie; Twilio's webhooks never carry one (the cookie's path is /console), so
+    each webhook paid for a signer it never used. A request without the cookie gets the
+    same empty session Flask would give it.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if app.secret_key and (
+            "HTTP_COOKIE" not in request.environ  # no cookie at all: nothing to parse
+            or not request.cookies.get(self.get_cookie_name(app))
+        ):
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def csrf_token() -> str:

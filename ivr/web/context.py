@@ -1,4 +1,8 @@
-"""What a request reaches for: this thread's database connection and the app's call service."""
+"""What a request reaches for: the database connections and the app's call service.
+
+Two kinds of connection: `get_db()`, this thread's own (reads, the console's writes), and
+`webhook_db()`, one connection the webhooks' transactions share (see there).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,23 @@ def init_app(app: Flask) -> None:
     # request (and closing it, which checkpoints the WAL when it is the last one) cost about
     # a third of a webhook's CPU time under load (tests/bench/bench_load.py).
     app.extensions["ivr.connections"] = threading.local()
+    app.extensions["ivr.webhook_connection"] = _Shared()
+    # `ivr serve` starts it: checkpoints off the request path (see database.Checkpointer).
+    settings: Settings = app.extensions["ivr.settings"]
+    app.extensions["ivr.checkpointer"] = database.Checkpointer(settings.db_path)
     app.teardown_appcontext(release_db)
+
+
+def _connect() -> database.Database:
+    settings: Settings = current_app.extensions["ivr.settings"]
+    checkpointing = current_app.extensions["ivr.checkpointer"].running
+    return database.connect(
+        settings.db_path,
+        settings.busy_timeout_ms,
+        autocheckpoint=database.AUTOCHECKPOINT_PAGES_WITH_CHECKPOINTER
+        if checkpointing
+        else database.AUTOCHECKPOINT_PAGES,
+    )
 
 
 def get_db() -> database.Database:
@@ -26,10 +46,34 @@ def get_db() -> database.Database:
     if "db" not in g:
         connections = current_app.extensions["ivr.connections"]
         if getattr(connections, "db", None) is None:
-            settings: Settings = current_app.extensions["ivr.settings"]
-            connections.db = database.connect(settings.db_path, settings.busy_timeout_ms)
+            connections.db = _connect()
         g.db = connections.db
     return g.db
+
+
+class _Shared:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.db: database.Database | None = None
+
+
+def webhook_db() -> database.Database:
+    """The connection every webhook's transaction runs on: use it only inside
+    `database.write_transaction`, whose write lock lets one thread at a time in.
+
+    Webhook transactions are one at a time anyway (the write lock); on one connection they
+    keep its page cache. A connection drops its whole page cache when another connection
+    has committed since its last transaction, so with a connection per server thread
+    every webhook re-read from the file the pages of the tables and indexes it touched
+    (about 24 reads a new call, against 7 for a one-table insert; measured with strace
+    under tests/bench/bench_webhook_cost.py's load).
+    """
+    shared: _Shared = current_app.extensions["ivr.webhook_connection"]
+    if shared.db is None:
+        with shared.lock:
+            if shared.db is None:
+                shared.db = _connect()
+    return shared.db
 
 
 def release_db(_error: BaseException | None) -> None:

@@ -33,7 +33,7 @@ from ivr.dispatch import Dispatcher
 from ivr.hours import parse_instant
 from ivr.twiml import render_apology
 from ivr.vocabulary import CALL_STATUSES, DEFAULT_LANGUAGE
-from ivr.web.context import desk, get_db, settings
+from ivr.web.context import desk, settings, webhook_db
 
 URL_PREFIX = "/twilio"
 log = logging.getLogger("ivr.voice")
@@ -267,7 +267,7 @@ def handle(
     database inside the transaction; never from a field that could be shifted.
     """
     started = time.perf_counter()
-    db = get_db()
+    db = webhook_db()
     with database.write_transaction(db):
         if callable(seq):
             seq = seq(db)
