@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from twilio.twiml.voice_response import Dial, Enqueue, Gather, Start, VoiceResponse
 
@@ -58,7 +58,7 @@ def render(step: Turn, catalogue: dict[str, Prompts], language: str, links: Link
     """The TwiML document for a step (memoised: the same inputs give the same document)."""
     key = (
         tuple(prompts.fingerprint for prompts in catalogue.values()),
-        repr(step),
+        _turn_key(step),
         language,
         links,
     )
@@ -69,6 +69,25 @@ def render(step: Turn, catalogue: dict[str, Prompts], language: str, links: Link
             _RENDERED.clear()
         _RENDERED[key] = document
     return document
+
+
+_TURN_FIELDS = tuple(field.name for field in fields(Turn))
+
+
+def _turn_key(step: Turn) -> tuple | str:
+    """A hashable stand-in for the turn, field by field (its Says' parameters are dicts,
+    so the turn itself cannot be hashed); cheaper than its repr."""
+    key = tuple(
+        tuple((say.key, tuple(say.params.items()), say.language) for say in step.say)
+        if name == "say"
+        else getattr(step, name)
+        for name in _TURN_FIELDS
+    )
+    try:
+        hash(key)
+    except TypeError:  # a parameter value that cannot be hashed
+        return repr(step)
+    return key
 
 
 def _render(step: Turn, catalogue: dict[str, Prompts], language: str, links: Links) -> str:

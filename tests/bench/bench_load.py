@@ -183,6 +183,9 @@ def main() -> int:
     env.pop("IVR_NOW", None)
     if args.speech:
         env["IVR_VOSK_MODEL_RU"] = model
+        # The Record path (recordings fetched and decoded by the speech workers); live
+        # speech over Media Streams has its own bench (bench_speech_stream.py).
+        env["IVR_SPEECH_MODE"] = "record"
     ivr = [sys.executable, "-m", "ivr.cli"]
     subprocess.run([*ivr, "init-db", "--demo"], env=env, check=True, capture_output=True)
     port = free_port()
@@ -194,9 +197,12 @@ def main() -> int:
         server = subprocess.Popen(serve, env=env, stdout=server_log, stderr=server_log)
     base = f"http://127.0.0.1:{port}"
     keypad = [
-        load_scenario(path)
+        scenario
         for path in sorted(SCENARIOS.glob("*.toml"))
         if not (args.speech and path.stem in KEYPAD_ONLY)
+        # Operators' phones ring through the REST stand-in, which this bench does not run
+        # (tests/test_acd_end_to_end.py and `ivr simulate` do).
+        if not (scenario := load_scenario(path)).needs_twilio
     ]
     speech = [load_scenario(SPEECH_SCENARIO)]
     reports: dict[str, LoadReport] = {}
