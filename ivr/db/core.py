@@ -174,8 +174,9 @@ class Checkpointer:
     """Copies the WAL back into the database file on a background thread, off the request path.
 
     By default SQLite checkpoints in the commit that takes the WAL past 1000 pages: one
-    webhook in about a hundred paid for copying the pages of the hundred before it (a
-    first webhook's COMMIT: median 66 us, mean 165 us; tests/bench/bench_webhook_cost.py).
+    webhook in about a hundred paid for copying the pages of the hundred before it, and
+    for two fsyncs, while holding the write lock (a new call's COMMIT: mean 112 us, median
+    41 us; with this thread running, mean 67 us; docs/reliability.md "Webhook cost").
     While this runs (`ivr serve` starts it), the request connections raise that threshold
     to a safety net (AUTOCHECKPOINT_PAGES_WITH_CHECKPOINTER) and this thread checkpoints
     every `interval` seconds in PASSIVE mode: it never waits for a reader or a writer, and
