@@ -186,7 +186,7 @@ class Checkpointer:
     def __init__(self, path: str | Path, interval: float = 0.2) -> None:
         self.path = str(path)
         self.interval = interval
-        self.passes = 0  # checkpoints run (for tests and /healthz)
+        self.passes = 0  # checkpoints run (tests wait on it)
         self.failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
