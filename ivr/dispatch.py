@@ -249,10 +249,9 @@ class Dispatcher(SmsSending, Reconciling):
                     continue
                 leg = self._new_leg(operator, LegPurpose.QUEUE, now, caller)
                 if acd_store.insert_leg(db, leg):
-                    call_store.add_event(
+                    call_store.add_event_at_current_seq(
                         db,
                         caller["call_sid"],
-                        call_store.current_seq(db, caller["call_sid"]),
                         self.desk.now(),
                         EventKind.OPERATOR_LEG,
                         Step.QUEUE,
@@ -411,10 +410,9 @@ class Dispatcher(SmsSending, Reconciling):
         call_sid = leg["caller_call_sid"]
         if call_store.get_call(db, call_sid) is None:
             return
-        call_store.add_event(
+        call_store.add_event_at_current_seq(
             db,
             call_sid,
-            call_store.current_seq(db, call_sid),
             self.desk.now(),
             EventKind.OPERATOR_LEG,
             Step.QUEUE,

@@ -74,10 +74,9 @@ class Reconciling:
                 from_number=call["from_number"] or "",
                 account_sid=call["account_sid"] or "",
             )
-            call_store.add_event(
+            call_store.add_event_at_current_seq(
                 db,
                 call_sid,
-                call_store.current_seq(db, call_sid),
                 self.desk.now(),
                 EventKind.RECONCILED,
                 None,

@@ -91,10 +91,9 @@ class SmsSending:
 
     def _sms_event(self, db: database.Database, message: dict[str, Any], detail: dict) -> None:
         call_sid = message["call_sid"]
-        call_store.add_event(
+        call_store.add_event_at_current_seq(
             db,
             call_sid,
-            call_store.current_seq(db, call_sid),
             self.desk.now(),
             EventKind.SMS,
             None,

@@ -45,6 +45,19 @@ def add_event(
     add_events(db, call_sid, at, [(seq, kind, step, detail)])
 
 
+def add_event_at_current_seq(
+    db: Database,
+    call_sid: str,
+    at: datetime,
+    kind: str,
+    step: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append an entry at the call's step counter as it stands: for what happens to a call
+    outside its own webhooks (the dispatcher, reconciling, SMS statuses, leaving the queue)."""
+    add_event(db, call_sid, current_seq(db, call_sid), at, kind, step, detail)
+
+
 def add_events(
     db: Database,
     call_sid: str,

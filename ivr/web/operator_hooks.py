@@ -155,10 +155,9 @@ def queue_offer() -> Response:
         if acd_store.leave_queue(db, call_sid, QueueState.LEFT, now):
             if entry["ticket_number"]:
                 acd_store.request_callback(db, entry["ticket_number"], now)
-            call_store.add_event(
+            call_store.add_event_at_current_seq(
                 db,
                 call_sid,
-                call_store.current_seq(db, call_sid),
                 desk().clock.now(),
                 EventKind.CALLBACK_REQUESTED,
                 Step.QUEUE,
